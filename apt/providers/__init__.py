@@ -1,0 +1,32 @@
+"""APT's built-in providers, one module per family.
+
+The catalog below names each provider's class by import path so that listing and
+validating provider names does not import torch; the class is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apt.core.registry import Registry
+
+__all__ = ["BUILTIN_PROVIDERS", "register_builtin_providers"]
+
+#: (kind, name, "module:Class", is_default)
+BUILTIN_PROVIDERS: tuple[tuple[str, str, str, bool], ...] = (
+    ("attention", "sdpa", "apt.providers.attention:SDPAAttentionProvider", True),
+    ("attention", "naive", "apt.providers.attention:NaiveAttentionProvider", False),
+    ("attention", "autopoietic", "apt.providers.attention:AutopoieticAttentionProvider", False),
+    ("attention", "flash", "apt.providers.flash:FlashAttentionProvider", False),
+    ("ffn", "mlp", "apt.providers.ffn:MLPProvider", True),
+    ("ffn", "swiglu", "apt.providers.ffn:SwiGLUProvider", False),
+    ("ffn", "moe", "apt.providers.moe:MoEProvider", False),
+    ("router", "topk", "apt.providers.router:TopKRouterProvider", True),
+    ("router", "switch", "apt.providers.router:SwitchRouterProvider", False),
+)
+
+
+def register_builtin_providers(registry: Registry) -> None:
+    for kind, name, target, default in BUILTIN_PROVIDERS:
+        registry.register(kind, name, target, default=default, origin="built-in")
