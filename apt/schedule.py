@@ -1,0 +1,508 @@
+"""Schedule: when plugins switch on and how scalar hyper-parameters anneal.
+
+One ``schedule:`` mapping (Hydra group ``conf/schedule/``) holds two kinds of entries::
+
+    enable_moe_at_epoch: 2          # plugin "moe" is off in epoch 1, on from epoch 2
+    enable_align_at_step: 500       # plugin "align" is on from the 500th optimizer step
+    route_temp: {start: 1.5, end: 0.8, by: epoch}                 # linear by default
+    alpha: {start: 0.0, end: 0.35, by: step, type: cosine, warmup: 100, cooldown: 50}
+    z_loss: 0.001                   # a bare number is a constant
+
+Positions count from 1 (ARCHITECTURE.md): ``epoch=1`` is the first epoch and ``step=s``
+is the s-th optimizer step, so an epoch schedule reads ``start`` in epoch 1 and ``end``
+in the run's last epoch (``max_epochs``); a step schedule reads ``start`` at step 1 and
+``end`` at ``max_steps``. ``warmup`` holds ``start`` for that many positions first and
+``cooldown`` holds ``end`` for that many positions last; the anneal runs in between.
+:meth:`Schedule.get` is a pure function of the position, so a resumed run that restores
+the position (:meth:`Schedule.state_dict`) reads exactly the values it would have read.
+
+The trainer calls :meth:`Schedule.apply` before each epoch's ``on_epoch_begin``
+(``by="epoch"``) and before each step (``by="step"``). It enables/disables scheduled
+plugins, publishes the current values in ``trainer.schedule_values``, logs them as
+``schedule/<name>`` metrics and calls the callbacks registered with :meth:`Schedule.bind`
+(the ``moe`` plugin binds ``route_temp`` to its routers' temperature this way).
+
+Config interpolation: importing this module registers the OmegaConf resolver
+``${schedule:NAME}`` (or ``${schedule:NAME,DEFAULT}``). It is not cached: while a
+schedule is active (:meth:`Schedule.activate`, done by :meth:`apply`) it returns that
+schedule's value at the current position, so a config node kept as an OmegaConf object
+reads a live value on every access. Before training (nothing active) it reads the entry's
+``start`` from the root config's ``schedule:`` section, so a config that is resolved once
+into a plain dict holds the starting value; plugins that must follow a value while
+training bind to it instead (``Schedule.bind``).
+
+No torch here: the schedule is checked together with the rest of the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BYS",
+    "TYPES",
+    "ParamSchedule",
+    "Schedule",
+    "ScheduleError",
+    "current_schedule",
+    "register_resolver",
+]
+
+log = logging.getLogger(__name__)
+
+#: Units a schedule can count in.
+BYS = ("epoch", "step")
+#: Curve shapes between ``start`` and ``end``.
+TYPES = ("linear", "cosine", "exp")
+
+_ENABLE_RE = re.compile(r"^enable_(?P<plugin>.+)_at_(?P<by>epoch|step)$")
+_SPEC_KEYS = {"start", "end", "by", "type", "warmup", "cooldown", "horizon"}
+
+
+class ScheduleError(ValueError):
+    """A schedule entry that cannot be evaluated; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class ParamSchedule:
+    """One annealed scalar: ``start`` -> ``end`` over ``horizon`` epochs or steps."""
+
+    name: str
+    start: float
+    end: float
+    by: str = "epoch"
+    type: str = "linear"
+    warmup: int = 0
+    cooldown: int = 0
+    horizon: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.by not in BYS:
+            raise ScheduleError(f"schedule {self.name!r}: by={self.by!r} is not one of {list(BYS)}")
+        if self.type not in TYPES:
+            raise ScheduleError(
+                f"schedule {self.name!r}: type={self.type!r} is not one of {list(TYPES)}"
+            )
+        for key in ("warmup", "cooldown"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ScheduleError(
+                    f"schedule {self.name!r}: {key} must be a non-negative integer, got {value!r}"
+                )
+        if self.type == "exp" and (
+            self.start == 0 or self.end == 0 or (self.start > 0) != (self.end > 0)
+        ):
+            raise ScheduleError(
+                f"schedule {self.name!r}: type='exp' needs start and end non-zero with the "
+                f"same sign, got start={self.start}, end={self.end}"
+            )
+        if self.horizon is not None:
+            if (
+                not isinstance(self.horizon, int)
+                or isinstance(self.horizon, bool)
+                or self.horizon < 1
+            ):
+                raise ScheduleError(
+                    f"schedule {self.name!r}: horizon must be a positive integer, got {self.horizon!r}"
+                )
+            if 1 + self.warmup > self.horizon - self.cooldown:
+                raise ScheduleError(
+                    f"schedule {self.name!r}: warmup={self.warmup} + cooldown={self.cooldown} "
+                    f"leave no room to anneal within {self.horizon} {self.by}s"
+                )
+
+    def value(self, position: int) -> float:
+        """The value at ``position`` (1-based epoch or step); clamped outside [1, horizon]."""
+        if self.start == self.end:
+            return float(self.start)
+        assert self.horizon is not None  # Schedule fills it in or refuses the entry
+        first, last = 1 + self.warmup, self.horizon - self.cooldown
+        if position <= first:
+            t = 0.0 if position < last else 1.0
+        elif position >= last:
+            t = 1.0
+        else:
+            t = (position - first) / (last - first)
+        if self.type == "linear":
+            return self.start + (self.end - self.start) * t
+        if self.type == "cosine":
+            return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.start * (self.end / self.start) ** t  # exp: geometric interpolation
+
+
+class Schedule:
+    """Plugin enablement by epoch/step and annealed scalars, evaluated by position.
+
+    Args:
+        config: the ``schedule:`` mapping (dict or OmegaConf node; ``None`` = empty).
+        max_epochs / max_steps: the run's length, the horizon of ``by: epoch`` /
+            ``by: step`` entries that do not give their own ``horizon``.
+
+    Raises:
+        ScheduleError: an entry with ``by`` other than epoch/step, an unknown ``type``,
+            a missing ``start``/``end``, a plugin scheduled both by epoch and by step,
+            or an annealed entry whose horizon is unknown.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        self.config: dict[str, Any] = _plain(config) if config is not None else {}
+        if not isinstance(self.config, dict):
+            raise ScheduleError(
+                f"schedule config must be a mapping, got {type(self.config).__name__}"
+            )
+        self.max_epochs = _positive_or_none("max_epochs", max_epochs)
+        self.max_steps = _positive_or_none("max_steps", max_steps)
+        self.enable_at: dict[str, tuple[str, int]] = {}
+        self.params: dict[str, ParamSchedule] = {}
+        for key, value in self.config.items():
+            if str(key).startswith("_"):
+                continue
+            match = _ENABLE_RE.match(str(key))
+            if match:
+                self._add_enablement(str(key), match["plugin"], match["by"], value)
+            else:
+                self.params[str(key)] = self._parse_param(str(key), value)
+        self.epoch: int | None = None
+        self.step: int | None = None
+        self._bindings: dict[str, list[Callable[[float], Any]]] = {}
+        self._plugin_state: dict[str, bool] = {}
+
+    # -- parsing ------------------------------------------------------------------------
+    def _add_enablement(self, key: str, plugin: str, by: str, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ScheduleError(f"schedule {key}: expected a {by} number >= 1, got {value!r}")
+        if plugin in self.enable_at and self.enable_at[plugin][0] != by:
+            raise ScheduleError(
+                f"schedule: plugin {plugin!r} is scheduled both by epoch and by step; keep one"
+            )
+        self.enable_at[plugin] = (by, value)
+
+    def _parse_param(self, name: str, spec: Any) -> ParamSchedule:
+        if isinstance(spec, int | float) and not isinstance(spec, bool):
+            return ParamSchedule(name, float(spec), float(spec), horizon=1)
+        if not isinstance(spec, Mapping):
+            raise ScheduleError(
+                f"schedule {name!r}: expected a number or a mapping with start/end, got {spec!r}"
+            )
+        missing = [k for k in ("start", "end") if spec.get(k) is None]
+        if missing:
+            raise ScheduleError(
+                f"schedule {name!r}: missing {' and '.join(missing)} in {dict(spec)}"
+            )
+        unknown = sorted(set(spec) - _SPEC_KEYS)
+        if unknown:
+            raise ScheduleError(
+                f"schedule {name!r}: unknown keys {unknown}; valid keys are {sorted(_SPEC_KEYS)}"
+            )
+        by = spec.get("by", "epoch")
+        if by not in BYS:
+            raise ScheduleError(f"schedule {name!r}: by={by!r} is not one of {list(BYS)}")
+        horizon = spec.get("horizon")
+        if horizon is None:
+            horizon = self.max_epochs if by == "epoch" else self.max_steps
+        start, end = float(spec["start"]), float(spec["end"])
+        if horizon is None and start != end:
+            raise ScheduleError(
+                f"schedule {name!r} anneals by {by} but the horizon is unknown: set "
+                f"trainer.max_{by}s or give the entry its own 'horizon'"
+            )
+        return ParamSchedule(
+            name,
+            start,
+            end,
+            by=by,
+            type=spec.get("type", "linear"),
+            warmup=spec.get("warmup", 0),
+            cooldown=spec.get("cooldown", 0),
+            horizon=horizon,
+        )
+
+    # -- queries ------------------------------------------------------------------------
+    @property
+    def scheduled_plugins(self) -> list[str]:
+        """Names of plugins with an ``enable_<name>_at_*`` entry."""
+        return list(self.enable_at)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.params
+
+    def should_enable_plugin(
+        self, name: str, epoch: int | None = None, step: int | None = None
+    ) -> bool:
+        """Whether plugin ``name`` is on at this position (unscheduled plugins always are).
+
+        Falls back to the recorded position when the needed coordinate is not passed.
+        """
+        if name not in self.enable_at:
+            return True
+        by, at = self.enable_at[name]
+        position = self._position(by, epoch, step, what=f"enable_{name}_at_{by}")
+        return position >= at
+
+    def get(self, name: str, epoch: int | None = None, step: int | None = None) -> float:
+        """Value of parameter ``name`` at the given (or recorded) epoch/step."""
+        try:
+            param = self.params[name]
+        except KeyError:
+            raise KeyError(
+                f"no schedule entry {name!r}; scheduled values: {sorted(self.params) or 'none'}"
+            ) from None
+        if param.start == param.end:
+            return float(param.start)
+        return param.value(self._position(param.by, epoch, step, what=name))
+
+    def values(self, epoch: int | None = None, step: int | None = None) -> dict[str, float]:
+        """All parameter values at the given (or recorded) position."""
+        return {name: self.get(name, epoch=epoch, step=step) for name in self.params}
+
+    def _position(self, by: str, epoch: int | None, step: int | None, *, what: str) -> int:
+        position = (
+            (epoch if epoch is not None else self.epoch)
+            if by == "epoch"
+            else (step if step is not None else self.step)
+        )
+        if position is None:
+            raise ScheduleError(
+                f"schedule {what!r} counts by {by}: pass {by}= (no position recorded)"
+            )
+        return int(position)
+
+    def check_plugins(self, selected: Iterable[str]) -> list[str]:
+        """Warn about schedules of plugins that are not selected; return their names.
+
+        The app calls this with the run's plugin names: such an entry has no effect,
+        which is usually a typo or a forgotten ``plugin=[...]``.
+        """
+        selected = set(selected)
+        unused = [name for name in self.enable_at if name not in selected]
+        for name in unused:
+            by, at = self.enable_at[name]
+            warnings.warn(
+                f"schedule enable_{name}_at_{by}: {at} refers to plugin {name!r}, which is not "
+                f"selected (selected: {sorted(selected) or 'none'}); the entry has no effect",
+                UserWarning,
+                stacklevel=2,
+            )
+        return unused
+
+    def table(self, by: str = "epoch", positions: Iterable[int] | None = None) -> str:
+        """Timeline as a text table: one row per epoch (or step), values and enabled plugins.
+
+        ``positions`` defaults to every epoch 1..max_epochs (``by="step"``: about 10
+        evenly spaced steps up to max_steps).
+        """
+        if by not in BYS:
+            raise ScheduleError(f"table: by={by!r} is not one of {list(BYS)}")
+        horizon = self.max_epochs if by == "epoch" else self.max_steps
+        if positions is None:
+            if horizon is None:
+                raise ScheduleError(f"table(by={by!r}) needs max_{by}s or explicit positions")
+            stride = 1 if by == "epoch" else max(1, horizon // 10)
+            positions = sorted({*range(1, horizon + 1, stride), horizon})
+        cols = [p for p, s in self.params.items() if s.by == by or s.start == s.end]
+        plugins = [p for p, (b, _) in self.enable_at.items() if b == by]
+        rows = [[by, *cols, *(f"+{p}" for p in plugins)]]
+        for pos in positions:
+            kw = {by: pos}
+            rows.append(
+                [
+                    str(pos),
+                    *(f"{self.get(c, **kw):.4g}" for c in cols),
+                    *("on" if self.should_enable_plugin(p, **kw) else "off" for p in plugins),
+                ]
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+        )
+
+    # -- applying to a run ----------------------------------------------------------------
+    def bind(self, name: str, callback: Callable[[float], Any]) -> None:
+        """Call ``callback(value)`` whenever :meth:`apply` publishes ``name``."""
+        if name not in self.params:
+            raise KeyError(
+                f"cannot bind {name!r}: no such schedule entry; have {sorted(self.params)}"
+            )
+        self._bindings.setdefault(name, []).append(callback)
+
+    def unbind(self, name: str, callback: Callable[[float], Any]) -> None:
+        """Remove a callback registered with :meth:`bind` (no error when absent)."""
+        callbacks = self._bindings.get(name, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    def activate(self) -> Schedule:
+        """Make this the schedule that ``${schedule:NAME}`` resolves against."""
+        global _ACTIVE
+        _ACTIVE = self
+        return self
+
+    def deactivate(self) -> None:
+        global _ACTIVE
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+    def sync_plugins(self, plugins: Any, epoch: int | None = None, step: int | None = None) -> None:
+        """Enable/disable the scheduled plugins of a PluginManager for this position.
+
+        Plugins that are not loaded are skipped (``check_plugins`` warned about them).
+        A plugin whose coordinate is unknown yet (a step schedule before any step) is off.
+        """
+        loaded = set(plugins.list_plugins())
+        for name, (by, at) in self.enable_at.items():
+            if name not in loaded:
+                continue
+            position = epoch if by == "epoch" else step
+            if position is None:
+                position = self.epoch if by == "epoch" else self.step
+            want = position is not None and position >= at
+            if self._plugin_state.get(name) == want:
+                continue
+            if want:
+                plugins.enable_plugin(name)
+                log.info("schedule: enabled plugin %r at %s %s", name, by, position)
+            else:
+                plugins.disable_plugin(name)
+                log.info("schedule: plugin %r off until %s %d", name, by, at)
+            self._plugin_state[name] = want
+
+    def apply(
+        self, trainer: Any, epoch: int | None = None, step: int | None = None, by: str = "epoch"
+    ) -> dict[str, float]:
+        """Move to a boundary: record the position, switch plugins, publish values.
+
+        Called by the trainer before ``on_epoch_begin`` of ``epoch`` (``by="epoch"``) and
+        before step number ``step`` runs (``by="step"``; 1 = the first step). Values of
+        entries counted in ``by`` units are logged via ``trainer.log_metric`` as
+        ``schedule/<name>`` and passed to bound callbacks; all current values go to
+        ``trainer.schedule_values``. Returns the values published at this boundary.
+        """
+        if by not in BYS:
+            raise ScheduleError(f"apply: by={by!r} is not one of {list(BYS)}")
+        if epoch is not None:
+            self.epoch = int(epoch)
+        if step is not None:
+            self.step = int(step)
+        self.activate()
+        plugins = getattr(trainer, "plugins", None)
+        if plugins is not None:
+            self.sync_plugins(plugins)
+        current: dict[str, float] = {}
+        published: dict[str, float] = {}
+        for name, param in self.params.items():
+            try:
+                current[name] = value = self.get(name)
+            except ScheduleError:
+                continue  # its coordinate is not known yet (a step entry before step 1)
+            if param.by == by or (param.start == param.end and by == "epoch"):
+                published[name] = value
+        values = getattr(trainer, "schedule_values", None)
+        if isinstance(values, dict):
+            values.update(current)
+        else:
+            trainer.schedule_values = dict(current)
+        log_metric = getattr(trainer, "log_metric", None)
+        for name, value in published.items():
+            if log_metric is not None:
+                log_metric(f"schedule/{name}", value)
+            for callback in self._bindings.get(name, []):
+                callback(value)
+        return published
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Position and plugin switch state (values follow from the position)."""
+        return {"epoch": self.epoch, "step": self.step, "plugins": dict(self._plugin_state)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = state.get("epoch")
+        self.step = state.get("step")
+        # Plugins are re-synced on the next apply(); forget the switch state so the
+        # freshly loaded PluginManager gets explicit enable/disable calls.
+        self._plugin_state = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Schedule(enable_at={self.enable_at}, params={sorted(self.params)}, "
+            f"epoch={self.epoch}, step={self.step})"
+        )
+
+
+_ACTIVE: Schedule | None = None
+
+
+def current_schedule() -> Schedule | None:
+    """The schedule that ``${schedule:NAME}`` reads from (set by activate/apply)."""
+    return _ACTIVE
+
+
+_NO_DEFAULT = object()
+
+
+def _resolve(name: str, default: Any = _NO_DEFAULT, *, _root_: Any = None) -> Any:
+    active = _ACTIVE
+    if active is not None and name in active.params:
+        try:
+            return active.get(name)
+        except ScheduleError:
+            return active.params[name].start
+    section = None
+    if _root_ is not None:
+        section = _root_.get("schedule", None)
+    if section is not None and name in section:
+        spec = section[name]
+        if isinstance(spec, int | float) and not isinstance(spec, bool):
+            return float(spec)
+        if spec is not None and spec.get("start") is not None:
+            return float(spec["start"])
+    if default is not _NO_DEFAULT:
+        return default
+    have = (
+        sorted(active.params)
+        if active is not None
+        else sorted(k for k in (section or {}) if not _ENABLE_RE.match(str(k)))
+    )
+    raise ScheduleError(
+        f"${{schedule:{name}}}: no schedule entry {name!r} (scheduled values: {have or 'none'}); "
+        f"add it to the schedule or give a default: ${{schedule:{name},DEFAULT}}"
+    )
+
+
+def register_resolver() -> None:
+    """Register the ``schedule`` OmegaConf resolver (idempotent; done at import)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("schedule"):
+        OmegaConf.register_new_resolver("schedule", _resolve, use_cache=False)
+
+
+def _positive_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ScheduleError(f"{name} must be a positive integer or None, got {value!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+register_resolver()
