@@ -1,0 +1,67 @@
+"""APT plugins: lifecycle extensions that register providers and react to training events.
+
+    from apt.plugins import Plugin, plugin_manager, every_n_epochs, after_epoch
+
+See ``spec/PLUGIN_GUIDE.md`` for the developer guide. Importing this package does not
+import torch.
+"""
+
+from apt.plugins.base import Plugin
+from apt.plugins.conditions import (
+    Condition,
+    after_epoch,
+    after_step,
+    all_of,
+    any_of,
+    before_epoch,
+    before_step,
+    every_n_epochs,
+    every_n_steps,
+)
+from apt.plugins.hooks import (
+    EVENT_ALIASES,
+    EVENTS,
+    STRICT_ENV_VAR,
+    HookInfo,
+    HookManager,
+    canonical_event,
+    hook_manager,
+)
+from apt.plugins.manager import (
+    PluginConfigError,
+    PluginConflictError,
+    PluginDependencyError,
+    PluginError,
+    PluginManager,
+    PluginNameError,
+    PluginNotFoundError,
+    plugin_manager,
+)
+
+__all__ = [
+    "EVENTS",
+    "EVENT_ALIASES",
+    "STRICT_ENV_VAR",
+    "Condition",
+    "HookInfo",
+    "HookManager",
+    "Plugin",
+    "PluginConfigError",
+    "PluginConflictError",
+    "PluginDependencyError",
+    "PluginError",
+    "PluginManager",
+    "PluginNameError",
+    "PluginNotFoundError",
+    "after_epoch",
+    "after_step",
+    "all_of",
+    "any_of",
+    "before_epoch",
+    "before_step",
+    "canonical_event",
+    "every_n_epochs",
+    "every_n_steps",
+    "hook_manager",
+    "plugin_manager",
+]

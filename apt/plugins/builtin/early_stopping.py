@@ -1,0 +1,82 @@
+"""Built-in ``early_stopping`` plugin: stop when a validation metric stops improving.
+
+The guide's Example 2, plus: the monitored metric and direction are configurable, the
+trainer is told to stop directly when it is passed in, and the counters go into
+checkpoints so a resumed run keeps its patience.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from apt.plugins.base import Plugin
+
+__all__ = ["EarlyStoppingPlugin"]
+
+log = logging.getLogger(__name__)
+
+
+class EarlyStoppingPlugin(Plugin):
+    """Stop training if validation loss doesn't improve.
+
+    Config: ``patience`` (validations without improvement, default 5), ``min_delta``
+    (smallest change that counts, default 0.001), ``monitor`` (metric key, default
+    ``val_loss``), ``mode`` (``min`` or ``max``).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.patience = self.config.get("patience", 5)
+        self.min_delta = self.config.get("min_delta", 0.001)
+        self.monitor = self.config.get("monitor", "val_loss")
+        self.mode = self.config.get("mode", "min")
+        self.best_loss = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.should_stop = False
+
+    def get_name(self) -> str:
+        return "early_stopping"
+
+    def get_version(self) -> str:
+        return "1.0.0"
+
+    def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
+        if not isinstance(self.min_delta, int | float) or self.min_delta < 0:
+            raise ValueError(f"min_delta must be a non-negative number, got {self.min_delta!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        return True
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best_loss - self.min_delta
+        return value > self.best_loss + self.min_delta
+
+    def on_validation_end(self, metrics: Mapping[str, Any] | None = None, trainer: Any = None, **kwargs: Any) -> None:
+        if not metrics or self.monitor not in metrics:
+            return
+        value = float(metrics[self.monitor])
+        if self._improved(value):
+            self.best_loss = value
+            self.wait = 0
+        else:
+            self.wait += 1
+        if self.wait >= self.patience and not self.should_stop:
+            self.should_stop = True
+            if trainer is not None:
+                trainer.should_stop = True
+            log.info("Early stopping: no improvement in %s for %d validations (best %.4g)",
+                     self.monitor, self.patience, self.best_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "wait": self.wait, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_loss = float(state["best_loss"])
+        self.wait = int(state["wait"])
+        self.should_stop = bool(state["should_stop"])
