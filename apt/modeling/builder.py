@@ -29,7 +29,7 @@ from apt.core.provider import Provider
 from apt.core.registry import Registry
 from apt.modeling.transformer import Block, TransformerLM
 
-__all__ = ["ModelBuilder"]
+__all__ = ["ModelBuilder", "call_accepting"]
 
 _DIMS = (
     "d_model", "num_heads", "num_layers", "d_ff", "dropout", "vocab_size",
@@ -84,7 +84,7 @@ class ModelBuilder:
     def build_attention(self, layer_idx: int = 0) -> nn.Module:
         """One attention layer from the selected provider: ``(B, T, C) -> (B, T, C)``."""
         c = self.config
-        return _call(
+        return call_accepting(
             self.attention_provider.create_layer, c.d_model, c.num_heads, c.dropout,
             bias=c.bias, position=c.position, rope_base=c.rope_base, max_seq_len=c.max_seq_len,
             layer_idx=layer_idx, num_layers=c.num_layers,
@@ -93,7 +93,7 @@ class ModelBuilder:
     def build_ffn(self, layer_idx: int = 0) -> nn.Module:
         """One FFN layer from the selected provider: ``(B, T, C) -> (B, T, C)``."""
         c = self.config
-        return _call(
+        return call_accepting(
             self.ffn_provider.create_layer, c.d_model, c.d_ff, c.dropout,
             bias=c.bias, layer_idx=layer_idx, num_layers=c.num_layers,
             registry=self.registry, router_name=c.router_name, router_config=dict(c.router_config),
@@ -116,7 +116,7 @@ class ModelBuilder:
         top_k = top_k if top_k is not None else c.ffn_config.get("top_k")
         if top_k is not None:
             kwargs["top_k"] = int(top_k)
-        return _call(provider.create_router, c.d_model, num_experts, **kwargs)
+        return call_accepting(provider.create_router, c.d_model, num_experts, **kwargs)
 
     def build_model(self) -> TransformerLM:
         """The full LM: ``num_layers`` pre-norm blocks from the selected providers."""
@@ -154,7 +154,7 @@ class ModelBuilder:
         return names
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_accepting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` with the keywords its signature accepts (all of them if it takes ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters.values()
