@@ -1,0 +1,158 @@
+"""The Hydra callback that makes every multirun summarise itself.
+
+Enabled through ``hydra.callbacks`` (``conf/hydra/callbacks/sweep_summary.yaml``). Hydra calls
+``on_job_start``/``on_job_end`` inside the job's own process (the main process for the
+basic launcher, a worker for joblib, a cluster node for submitit) and
+``on_multirun_end`` in the process that launched the sweep, so each job writes its own
+record next to its outputs and the launching process assembles the summary from files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from apt.sweeps.summary import METRICS_FILE, JobRecord, collect_records, write_summary
+
+__all__ = ["SweepSummaryCallback"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_FILE = ".apt_summary.lock"
+
+
+@contextmanager
+def _locked(sweep_dir: Path) -> Iterator[None]:
+    """Serialise summary rewrites: parallel joblib workers finish at the same time."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with (sweep_dir / _LOCK_FILE).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_multirun(config: DictConfig) -> bool:
+    mode = OmegaConf.select(config, "hydra.mode")
+    return mode == RunMode.MULTIRUN or str(mode) == "MULTIRUN"
+
+
+def _failed_value(config: DictConfig) -> float:
+    """The objective a failed job reports: the worst value for the sweeper's direction.
+
+    Optuna refuses NaN (the whole study stops) but ranks ``inf`` last, so a failed trial
+    is kept in the study as the worst one instead of ending the search.
+    """
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+    first = direction[0] if isinstance(direction, list | tuple) or OmegaConf.is_list(direction) \
+        else direction
+    return -math.inf if "max" in str(first).lower() else math.inf
+
+
+class SweepSummaryCallback(Callback):
+    """Write ``summary.csv``, ``summary.md`` and ``val_loss.png`` for a Hydra multirun.
+
+    Args:
+        continue_on_failure: a job that raised is recorded with its error and then reported
+            to the sweeper as completed with the worst objective value (``inf`` when
+            minimising), so the remaining jobs and Optuna trials still run. Hydra alone
+            would end the sweep at the first failed batch and never call
+            ``on_multirun_end``, leaving no summary.
+        fail_exit_code: exit status of the sweep when any job failed (after the summary is
+            written), so scripts and CI still notice failures; ``0`` exits normally.
+        plot: draw the overlay of validation-loss curves.
+        metrics_file: name of the trainer's metrics file inside each job directory.
+    """
+
+    def __init__(
+        self,
+        continue_on_failure: bool = True,
+        fail_exit_code: int = 1,
+        plot: bool = True,
+        metrics_file: str = METRICS_FILE,
+    ) -> None:
+        self.continue_on_failure = continue_on_failure
+        self.fail_exit_code = int(fail_exit_code)
+        self.plot = plot
+        self.metrics_file = metrics_file
+        self._started: dict[str, float] = {}
+
+    # -- in the job's process --------------------------------------------------------------
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        start = time.time()
+        self._started[str(job_dir)] = start
+        JobRecord(
+            job=int(config.hydra.job.num),
+            overrides=list(config.hydra.overrides.task),
+            start_time=start,
+            dir=str(job_dir),
+        ).save(job_dir)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        start = self._started.pop(str(job_dir), None)
+        rec = JobRecord(
+            job=int(config.hydra.job.num),
+            overrides=list(config.hydra.overrides.task),
+            start_time=start,
+            wall_time_s=None if start is None else time.time() - start,
+            dir=str(job_dir),
+        )
+        value = job_return._return_value  # the property would re-raise a failed job's error
+        if job_return.status == JobStatus.COMPLETED:
+            rec.status = "completed"
+            try:
+                rec.return_value = float(value)
+            except (TypeError, ValueError):
+                rec.return_value = None
+        else:
+            rec.status = "failed"
+            if isinstance(value, BaseException):
+                rec.error = f"{type(value).__name__}: {value}"
+                rec.traceback = "".join(traceback.format_exception(value))
+            else:
+                rec.error = f"job ended with status {job_return.status.name}"
+            log.error("job %d (%s) failed: %s\n%s", rec.job, " ".join(rec.overrides),
+                      rec.error, rec.traceback)
+        rec.fill_from_metrics(job_dir / self.metrics_file)
+        rec.save(job_dir)
+        if rec.status == "failed" and self.continue_on_failure:
+            job_return.status = JobStatus.COMPLETED
+            job_return.return_value = _failed_value(config)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        with _locked(sweep_dir):
+            write_summary(sweep_dir, final=False, plot=False)
+
+    # -- in the launching process ------------------------------------------------------------
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        with _locked(sweep_dir):
+            paths = write_summary(sweep_dir, final=True, plot=self.plot)
+            records = collect_records(sweep_dir, final=True)
+        bad = [r for r in records if r.status != "completed"]
+        log.info("sweep summary: %s (%d jobs, %d not completed)", paths["md"], len(records),
+                 len(bad))
+        if bad and self.fail_exit_code:
+            jobs = ", ".join(f"#{r.job} {r.status}: {r.error}" for r in bad)
+            log.error("%d of %d jobs did not complete (%s); see %s", len(bad), len(records),
+                      jobs, paths["md"])
+            # SystemExit passes Hydra's callback guard (it only catches Exception).
+            raise SystemExit(self.fail_exit_code)

@@ -1,0 +1,329 @@
+"""Sweep summaries: one row per job of a Hydra multirun, as CSV, Markdown and a plot.
+
+Each job leaves a small JSON record (:data:`JOB_RECORD`) in its own output directory; the
+summary is rebuilt from those records plus each job's ``metrics.csv``. Rebuilding from files
+(rather than keeping rows in memory) is what makes the summary launcher-agnostic: jobs of the
+joblib or submitit launchers run in other processes or on other machines, and a sweep that
+was interrupted can be summarised afterwards with ``python -m apt summary <sweep_dir>``.
+
+Nothing here imports torch; matplotlib is imported only when the plot is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "JOB_RECORD",
+    "METRICS_FILE",
+    "SUMMARY_COLUMNS",
+    "JobRecord",
+    "collect_records",
+    "read_metrics",
+    "varying_overrides",
+    "write_summary",
+]
+
+#: File each job writes into its output directory (see :class:`apt.sweeps.SweepSummaryCallback`).
+JOB_RECORD = "apt_job.json"
+#: The trainer's per-log-step metrics file inside a job's output directory.
+METRICS_FILE = "metrics.csv"
+#: Columns of ``summary.csv`` in order (``summary.md`` shows the same, minus ``dir``).
+SUMMARY_COLUMNS = (
+    "job",
+    "overrides",
+    "status",
+    "final_val_loss",
+    "best_val_loss",
+    "steps",
+    "tokens_per_s",
+    "wall_time_s",
+    "error",
+    "dir",
+)
+
+# metrics.csv column names accepted for each quantity, first match wins.
+_STEP_COLUMNS = ("step",)
+_VAL_COLUMNS = ("val_loss", "val/loss")
+_TOKS_COLUMNS = ("tokens_per_s", "tokens_per_sec", "tok_per_s", "throughput")
+
+
+@dataclass
+class JobRecord:
+    """What one job of a sweep did: the row of the summary and the curve of the plot.
+
+    ``status`` is ``completed``, ``failed``, or ``running`` while the job is alive; a record
+    still ``running`` when the sweep has ended belongs to a job whose process died without
+    reaching Hydra's ``on_job_end`` (killed, out of memory) and is reported ``incomplete``.
+    """
+
+    job: int
+    overrides: list[str]
+    status: str = "running"
+    return_value: float | None = None
+    error: str = ""
+    traceback: str = ""
+    start_time: float | None = None
+    wall_time_s: float | None = None
+    dir: str = ""
+    final_val_loss: float | None = None
+    best_val_loss: float | None = None
+    steps: int | None = None
+    tokens_per_s: float | None = None
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        path = Path(directory) / JOB_RECORD
+        _atomic_write(path, json.dumps(asdict(self), indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> JobRecord:
+        data = json.loads(Path(path).read_text())
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["val_curve"] = [(int(s), float(v)) for s, v in known.get("val_curve", [])]
+        return cls(**known)
+
+    def fill_from_metrics(self, metrics_csv: str | os.PathLike[str]) -> None:
+        """Take steps, val-loss curve and throughput from the job's ``metrics.csv``.
+
+        The return value of the task (train.py returns the final val loss) wins over the
+        last logged val loss, because the trainer may run a last evaluation after its final
+        log row.
+        """
+        m = read_metrics(metrics_csv)
+        self.val_curve = m["val_curve"]
+        self.steps = m["steps"]
+        self.tokens_per_s = m["tokens_per_s"]
+        losses = [v for _, v in self.val_curve]
+        if _finite(self.return_value):
+            self.final_val_loss = self.return_value
+        elif losses:
+            self.final_val_loss = losses[-1]
+        finite = [v for v in [*losses, self.final_val_loss] if _finite(v)]
+        self.best_val_loss = min(finite) if finite else None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _pick(header: Sequence[str], choices: Iterable[str]) -> str | None:
+    return next((c for c in choices if c in header), None)
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a trainer ``metrics.csv`` into ``{"steps", "tokens_per_s", "val_curve"}``.
+
+    Rows may leave columns empty (validation is logged less often than training loss), so
+    each quantity is read from the rows that have it. ``tokens_per_s`` is the median over
+    the logged rows, skipping the first when there are several: the first interval includes
+    start-up and compilation and would understate the steady rate. A missing file gives
+    ``None``/empty values, not an error, because a job can fail before logging anything.
+    """
+    out: dict[str, Any] = {"steps": None, "tokens_per_s": None, "val_curve": []}
+    p = Path(path)
+    if not p.is_file():
+        return out
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        step_col = _pick(header, _STEP_COLUMNS)
+        val_col = _pick(header, _VAL_COLUMNS)
+        toks_col = _pick(header, _TOKS_COLUMNS)
+        steps: list[int] = []
+        toks: list[float] = []
+        curve: list[tuple[int, float]] = []
+        for i, row in enumerate(reader):
+            step = _float(row.get(step_col)) if step_col else float(i + 1)
+            if step is not None:
+                steps.append(int(step))
+            val = _float(row.get(val_col)) if val_col else None
+            if val is not None and step is not None:
+                curve.append((int(step), val))
+            tok = _float(row.get(toks_col)) if toks_col else None
+            if tok is not None and math.isfinite(tok):
+                toks.append(tok)
+    out["steps"] = max(steps) if steps else None
+    out["val_curve"] = curve
+    if toks:
+        steady = sorted(toks[1:] if len(toks) > 1 else toks)
+        out["tokens_per_s"] = steady[len(steady) // 2]
+    return out
+
+
+def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False) -> list[JobRecord]:
+    """All job records under ``sweep_dir``, ordered by job number.
+
+    With ``final=True`` (the sweep is over) a record still marked ``running`` is reported
+    as ``incomplete``: its process ended without Hydra's ``on_job_end``.
+    """
+    records = []
+    for path in sorted(Path(sweep_dir).rglob(JOB_RECORD)):
+        try:
+            rec = JobRecord.load(path)
+        except (OSError, ValueError, TypeError) as exc:
+            rec = JobRecord(job=-1, overrides=[], status="unreadable", error=f"{path}: {exc}")
+        if not rec.dir:
+            rec.dir = str(path.parent)
+        if final and rec.status == "running":
+            rec.status = "incomplete"
+            rec.error = rec.error or "the job's process ended before Hydra's on_job_end"
+        records.append(rec)
+    return sorted(records, key=lambda r: (r.job, r.dir))
+
+
+def varying_overrides(records: Sequence[JobRecord]) -> list[list[str]]:
+    """Each job's overrides minus those shared by every job: the part that labels a curve."""
+    if not records:
+        return []
+    common = set(records[0].overrides).intersection(*(set(r.overrides) for r in records[1:]))
+    if len(records) == 1:
+        common = set()
+    return [[o for o in r.overrides if o not in common] for r in records]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def _row(rec: JobRecord, sweep_dir: Path, *, exact: bool) -> dict[str, str]:
+    """One summary row; ``exact`` keeps full float precision (CSV), else rounds (Markdown)."""
+    try:
+        rel = str(Path(rec.dir).resolve().relative_to(sweep_dir.resolve()))
+    except ValueError:
+        rel = rec.dir
+    num = (lambda v, _d=4: "" if v is None else str(v)) if exact else _fmt
+    return {
+        "job": str(rec.job),
+        "overrides": " ".join(rec.overrides),
+        "status": rec.status,
+        "final_val_loss": num(rec.final_val_loss),
+        "best_val_loss": num(rec.best_val_loss),
+        "steps": num(rec.steps),
+        "tokens_per_s": num(rec.tokens_per_s, 1),
+        "wall_time_s": num(rec.wall_time_s, 1),
+        "error": rec.error.splitlines()[0][:200] if rec.error else "",
+        "dir": rel,
+    }
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(records: Sequence[JobRecord], sweep_dir: Path, plot: Path | None) -> str:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    done = [r for r in records if r.status == "completed" and _finite(r.final_val_loss)]
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        f"{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
+    ]
+    if done:
+        best = min(done, key=lambda r: r.final_val_loss)  # type: ignore[arg-type,return-value]
+        lines.append(
+            f"Best final val loss {_fmt(best.final_val_loss)}: job {best.job} "
+            f"(`{' '.join(best.overrides) or 'no overrides'}`)."
+        )
+    lines.append("")
+    cols = [c for c in SUMMARY_COLUMNS if c != "dir"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for row in (_row(r, sweep_dir, exact=False) for r in records):
+        lines.append("| " + " | ".join(_md_cell(row[c]) for c in cols) + " |")
+    if plot is not None:
+        lines += ["", f"![validation loss per job]({plot.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(records: Sequence[JobRecord], path: Path) -> Path | None:
+    curves = [(r, lab) for r, lab in zip(records, varying_overrides(records), strict=True)
+              if r.val_curve]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rec, label in curves:
+        steps, losses = zip(*rec.val_curve, strict=True)
+        style = "-" if rec.status == "completed" else ":"
+        text = f"#{rec.job} " + (" ".join(label) or "(base)")
+        if rec.status != "completed":
+            text += f" [{rec.status}]"
+        ax.plot(steps, losses, style, marker="o", markersize=3, label=text)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Validation loss per job")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers never see half a summary."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(
+    sweep_dir: str | os.PathLike[str], *, final: bool = True, plot: bool = True
+) -> dict[str, Path]:
+    """Write ``summary.csv``, ``summary.md`` and (``plot=True``) ``val_loss.png`` in ``sweep_dir``.
+
+    Returns the paths written, keyed ``csv``, ``md`` and ``plot`` (absent when no job logged
+    a validation loss).
+    """
+    root = Path(sweep_dir)
+    records = collect_records(root, final=final)
+    out: dict[str, Path] = {}
+    png = _plot(records, root / "val_loss.png") if plot else None
+    if png is not None:
+        out["plot"] = png
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS))
+    writer.writeheader()
+    writer.writerows(_row(r, root, exact=True) for r in records)
+    out["csv"] = root / "summary.csv"
+    _atomic_write(out["csv"], buf.getvalue())
+    out["md"] = root / "summary.md"
+    _atomic_write(out["md"], _markdown(records, root, png))
+    return out

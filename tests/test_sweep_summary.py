@@ -1,0 +1,182 @@
+"""The multirun summary: records, the summary writer, and the Hydra callback end to end.
+
+The end-to-end tests run a toy Hydra app (it writes a metrics.csv like the trainer's and
+can be told to fail) with the real ``conf/hydra/callbacks/sweep_summary.yaml``, so they test
+the callback under each launcher without training a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apt.sweeps import (
+    JOB_RECORD,
+    SUMMARY_COLUMNS,
+    JobRecord,
+    collect_records,
+    read_metrics,
+    varying_overrides,
+    write_summary,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOY_APP = textwrap.dedent(
+    """
+    import csv, os, hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base=None, config_path="conf", config_name="config")
+    def main(cfg):
+        rows = []
+        for step in range(1, cfg.steps + 1):
+            val = 2.0 / (step * cfg.lr) if step % 2 == 0 else ""
+            rows.append({"step": step, "train_loss": 3.0 / step, "val_loss": val,
+                         "tokens_per_s": 1000.0 * step})
+        out = HydraConfig.get().runtime.output_dir
+        with open(os.path.join(out, "metrics.csv"), "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        if cfg.fail:
+            raise RuntimeError(f"diverged at lr={cfg.lr}")
+        return 2.0 / (cfg.steps * cfg.lr)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+TOY_CONFIG = textwrap.dedent(
+    f"""
+    defaults:
+      - override hydra/callbacks: sweep_summary
+      - _self_
+    lr: 1.0
+    steps: 6
+    fail: false
+    hydra:
+      searchpath: [file://{REPO / "conf"}]
+    """
+)
+
+
+def _run_toy(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    (tmp_path / "conf" / "config.yaml").write_text(TOY_CONFIG)
+    (tmp_path / "app.py").write_text(TOY_APP)
+    sweep = tmp_path / "multirun"
+    proc = subprocess.run(
+        [sys.executable, "app.py", "-m", f"hydra.sweep.dir={sweep}", *overrides],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    return proc, sweep
+
+
+def _summary_rows(sweep: Path) -> list[dict[str, str]]:
+    with (sweep / "summary.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_read_metrics_takes_curve_steps_and_steady_throughput(tmp_path):
+    p = tmp_path / "metrics.csv"
+    p.write_text("step,train_loss,val_loss,tokens_per_s\n"
+                 "1,3.0,,10\n2,2.5,2.0,100\n3,2.0,,300\n4,1.8,1.5,200\n")
+    m = read_metrics(p)
+    assert m["steps"] == 4
+    assert m["val_curve"] == [(2, 2.0), (4, 1.5)]
+    assert m["tokens_per_s"] == 200  # median of 100, 300, 200: the first (warm-up) row is skipped
+    assert read_metrics(tmp_path / "missing.csv") == {"steps": None, "tokens_per_s": None,
+                                                      "val_curve": []}
+
+
+def test_record_prefers_return_value_and_tracks_best(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,val_loss\n1,3.0\n2,1.0\n3,2.0\n")
+    rec = JobRecord(job=0, overrides=["a=1"], status="completed", return_value=1.9)
+    rec.fill_from_metrics(tmp_path / "metrics.csv")
+    assert rec.final_val_loss == 1.9 and rec.best_val_loss == 1.0 and rec.steps == 3
+    rec.save(tmp_path)
+    assert JobRecord.load(tmp_path / JOB_RECORD) == rec
+
+
+def test_write_summary_reports_failed_and_dead_jobs(tmp_path):
+    for i, (status, ov) in enumerate([("completed", "x=1"), ("failed", "x=2"), ("running", "x=3")]):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.csv").write_text("step,val_loss\n1,2.0\n2,1.5\n")
+        rec = JobRecord(job=i, overrides=[ov, "seed=1"], status=status,
+                        return_value=1.5 if status == "completed" else None,
+                        error="ValueError: boom" if status == "failed" else "")
+        rec.fill_from_metrics(d / "metrics.csv")
+        rec.save(d)
+    paths = write_summary(tmp_path)
+    rows = _summary_rows(tmp_path)
+    assert list(rows[0]) == list(SUMMARY_COLUMNS)
+    assert [r["status"] for r in rows] == ["completed", "failed", "incomplete"]
+    assert rows[1]["error"] == "ValueError: boom"
+    assert rows[0]["final_val_loss"] == "1.5" and rows[0]["dir"] == "0"
+    md = paths["md"].read_text()
+    assert "1 completed, 1 failed, 1 incomplete" in md and "ValueError: boom" in md
+    assert paths["plot"].stat().st_size > 0 and "![validation loss per job](val_loss.png)" in md
+    assert varying_overrides(collect_records(tmp_path)) == [["x=1"], ["x=2"], ["x=3"]]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_with_a_failing_job_still_leaves_a_complete_summary(tmp_path, launcher):
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    proc, sweep = _run_toy(tmp_path, "lr=1.0,2.0", "fail=false,true", *extra)
+    # Every job ran (the failure did not end the sweep); the sweep still reports failure.
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = _summary_rows(sweep)
+    assert len(rows) == 4
+    by_ov = {r["overrides"]: r for r in rows}
+    ok = by_ov["lr=2.0 fail=False"]
+    assert ok["status"] == "completed"
+    assert float(ok["final_val_loss"]) == pytest.approx(2.0 / 12)
+    assert float(ok["best_val_loss"]) == pytest.approx(2.0 / 12)
+    assert ok["steps"] == "6" and float(ok["wall_time_s"]) >= 0
+    assert float(ok["tokens_per_s"]) == pytest.approx(4000.0)  # median of rows 2..6
+    bad = by_ov["lr=1.0 fail=True"]
+    assert bad["status"] == "failed"
+    assert bad["error"] == "RuntimeError: diverged at lr=1.0"
+    assert float(bad["best_val_loss"]) == pytest.approx(2.0 / 6)  # curve logged before the error
+    md = (sweep / "summary.md").read_text()
+    assert "4 jobs: 2 completed, 2 failed." in md
+    assert (sweep / "val_loss.png").stat().st_size > 0
+    record = json.loads((sweep / "1" / JOB_RECORD).read_text())
+    assert "RuntimeError" in record["traceback"]
+
+
+def test_sweep_without_failures_exits_zero_and_single_runs_write_nothing(tmp_path):
+    proc, sweep = _run_toy(tmp_path, "lr=1.0,4.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _summary_rows(sweep)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    run = subprocess.run([sys.executable, "app.py", "hydra.run.dir=single"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (tmp_path / "single" / JOB_RECORD).exists()
+
+
+def test_failed_job_reports_worst_value_to_optuna(tmp_path):
+    # The sweeper must keep going: the failed trial is told as +inf (minimise).
+    proc, sweep = _run_toy(
+        tmp_path, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=0", "lr=choice(1.0,2.0)",
+        "fail=choice(true,false)",
+    )
+    rows = _summary_rows(sweep)
+    assert len(rows) == 3, proc.stderr[-3000:]
+    statuses = [r["status"] for r in rows]
+    assert "failed" in statuses[:-1], statuses  # trials went on after a failure
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    completed = [float(r["final_val_loss"]) for r in rows if r["status"] == "completed"]
+    assert results["best_value"] == pytest.approx(min(completed))
