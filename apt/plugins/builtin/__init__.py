@@ -12,4 +12,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "logging": "apt.plugins.builtin.file_logging:LoggingPlugin",
     "early_stopping": "apt.plugins.builtin.early_stopping:EarlyStoppingPlugin",
     "gradient_clipping": "apt.plugins.builtin.gradient_clipping:GradientClippingPlugin",
+    "moe": "apt.plugins.builtin.moe:MoEPlugin",
+    "align": "apt.plugins.builtin.align:AlignPlugin",
+    "lr_monitor": "apt.plugins.builtin.lr_monitor:LRMonitorPlugin",
+    "throughput": "apt.plugins.builtin.throughput:ThroughputPlugin",
 }

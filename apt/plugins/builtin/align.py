@@ -112,6 +112,7 @@ class AlignPlugin(Plugin):
 
     def snapshot(self, model: nn.Module, step: int | None = None) -> nn.Module:
         """(Re)take the teacher as a frozen copy of ``model``'s current weights."""
+        self._remove_hooks()  # a deepcopy would carry the student's capture hook along
         teacher = copy.deepcopy(model).eval()
         teacher.requires_grad_(False)
         self.teacher = teacher
@@ -120,10 +121,12 @@ class AlignPlugin(Plugin):
         self._hook_hidden(model, teacher)
         return teacher
 
-    def _hook_hidden(self, model: nn.Module, teacher: nn.Module) -> None:
+    def _remove_hooks(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+    def _hook_hidden(self, model: nn.Module, teacher: nn.Module) -> None:
         if self.on != "hidden":
             return
         for key, m in (("student", model), ("teacher", teacher)):
@@ -170,9 +173,23 @@ class AlignPlugin(Plugin):
                 return self.alpha
         return self.alpha
 
-    def on_batch_end(self, batch: Any = None, outputs: Any = None, trainer: Any = None,
-                     model: nn.Module | None = None, schedule: Any = None, step: int | None = None,
-                     **kwargs: Any) -> None:
+    def on_batch_begin(
+        self, model: nn.Module | None = None, step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Before the forward pass, so ``on: hidden`` captures the student's hidden states."""
+        if model is not None:
+            self._ensure_teacher(model, step)
+
+    def on_batch_end(
+        self,
+        batch: Any = None,
+        outputs: Any = None,
+        trainer: Any = None,
+        model: nn.Module | None = None,
+        schedule: Any = None,
+        step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         """After the forward pass: teacher forward on the same inputs, add the loss."""
         if trainer is None or model is None or batch is None:
             return
@@ -182,7 +199,7 @@ class AlignPlugin(Plugin):
         with torch.no_grad():
             t_logits, _ = teacher(idx)  # (B, T, V)
         if self.on == "hidden":
-            student_out, teacher_out = self._hidden["student"], self._hidden["teacher"]
+            student_out, teacher_out = self._hidden.pop("student"), self._hidden.pop("teacher")
         else:
             student_out = outputs[0] if isinstance(outputs, list | tuple) else outputs
             teacher_out = t_logits
@@ -202,9 +219,7 @@ class AlignPlugin(Plugin):
         self._sum, self._count = 0.0, 0
 
     def teardown(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._remove_hooks()
         super().teardown()
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_noise_breaks_symmetry_but_stays_close():
     experts = model.blocks[0].ffn.experts
     assert not torch.equal(experts[0].c_fc.weight, experts[1].c_fc.weight)
     _, moe_loss = model(x, y)
-    assert abs(float(moe_loss - dense_loss)) < 0.01
+    assert abs((moe_loss - dense_loss).item()) < 0.01
 
 
 def test_upcycle_is_deterministic_and_leaves_global_rng_alone():
@@ -109,7 +109,13 @@ def test_plugin_upcycles_at_its_first_epoch_and_follows_route_temp():
         opt.step()
     plugin.on_epoch_end(trainer=trainer, epoch=2)
     m = trainer.metrics
-    assert {"moe/balance_loss", "moe/z_loss", "moe/dropped_frac", "moe/load_entropy", "moe/temperature"} <= set(m)
+    assert {
+        "moe/balance_loss",
+        "moe/z_loss",
+        "moe/dropped_frac",
+        "moe/load_entropy",
+        "moe/temperature",
+    } <= set(m)
     assert 0.0 < m["moe/load_entropy"] <= 1.0
     assert m["moe/dropped_frac"] == 0.0
     assert m["moe/balance_loss"] >= 0.01 * 0.99  # coef * E * sum f P >= coef (near uniform)

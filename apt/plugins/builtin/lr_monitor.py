@@ -1,0 +1,59 @@
+"""``lr_monitor``: log the learning rate of each optimizer parameter group.
+
+A warmup/decay schedule bug (a flat LR, a decay that never starts) is invisible in the
+loss for hundreds of steps; a column in metrics.csv shows it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from apt.plugins.base import Plugin
+
+__all__ = ["LRMonitorPlugin"]
+
+
+class LRMonitorPlugin(Plugin):
+    """Log ``lr`` (and ``lr/group<i>`` when groups differ) every ``every_n_steps`` steps.
+
+    Config: ``every_n_steps`` (default 1; the trainer writes a metrics row every
+    ``trainer.log_every`` steps and at epoch ends, and takes the latest value).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.every_n_steps = self.config.get("every_n_steps", 1)
+
+    def get_name(self) -> str:
+        return "lr_monitor"
+
+    def get_version(self) -> str:
+        return "1.0.0"
+
+    def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
+        n = self.every_n_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"lr_monitor: every_n_steps must be a positive integer, got {n!r}")
+        return True
+
+    def learning_rates(self, optimizer: Any) -> dict[str, float]:
+        """``{"lr": first group's lr}`` plus one entry per group when they differ."""
+        lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        out = {"lr": lrs[0]}
+        if len(set(lrs)) > 1:
+            out.update({f"lr/group{i}": lr for i, lr in enumerate(lrs)})
+        return out
+
+    def on_step_end(
+        self, step: int | None = None, trainer: Any = None, optimizer: Any = None, **kwargs: Any
+    ) -> None:
+        if trainer is None or optimizer is None or step is None or step % self.every_n_steps:
+            return
+        for name, value in self.learning_rates(optimizer).items():
+            trainer.log_metric(name, value)
+
+    def on_epoch_end(self, trainer: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        if trainer is not None and optimizer is not None:
+            for name, value in self.learning_rates(optimizer).items():
+                trainer.log_metric(name, value)
