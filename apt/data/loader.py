@@ -1,0 +1,70 @@
+"""Deterministic batches over a 1-D token stream.
+
+An epoch is one pass over the training tokens: a random offset, then the non-overlapping
+``block_size + 1`` windows from it in a random order. Everything about epoch ``e`` is a
+pure function of ``(seed, e)``, so a resumed run needs only the epoch and the batch index
+to see exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["BatchLoader"]
+
+
+class BatchLoader:
+    """``(x, y)`` int64 batches of shape ``(B, T)``; ``y`` is ``x`` shifted by one token."""
+
+    def __init__(self, tokens: np.ndarray, *, batch_size: int, block_size: int, seed: int = 0,
+                 device: str | torch.device = "cpu", batches_per_epoch: int | None = None) -> None:
+        self.tokens = tokens
+        self.batch_size = int(batch_size)
+        self.block_size = int(block_size)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self._pin = self.device.type == "cuda"
+        windows = (len(tokens) - 1) // self.block_size - 1  # worst case after the offset
+        if windows < self.batch_size:
+            raise ValueError(
+                f"{len(tokens):,} tokens give only {max(windows, 0)} windows of block_size="
+                f"{self.block_size}; need at least batch_size={self.batch_size}"
+            )
+        self.batches_per_epoch = int(batches_per_epoch or windows // self.batch_size)
+        self._arange = np.arange(self.block_size + 1)
+
+    def epoch_starts(self, epoch: int) -> np.ndarray:
+        """Window start positions for every batch of ``epoch``: shape ``(batches, B)``."""
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        need = self.batches_per_epoch * self.batch_size
+        chunks, have = [], 0
+        while have < need:  # more batches than one pass holds: concatenate fresh passes
+            offset = int(rng.integers(0, self.block_size))
+            n = (len(self.tokens) - 1 - offset) // self.block_size
+            chunks.append(offset + self.block_size * rng.permutation(n))
+            have += n
+        starts = np.concatenate(chunks)[:need]
+        return starts.reshape(self.batches_per_epoch, self.batch_size)
+
+    def fixed_starts(self, num_batches: int, seed: int = 0) -> np.ndarray:
+        """``(num_batches, B)`` uniformly drawn starts, the same every call (for evaluation)."""
+        rng = np.random.default_rng([int(seed), 0x5EED])
+        high = len(self.tokens) - self.block_size - 1
+        return rng.integers(0, high + 1, size=(int(num_batches), self.batch_size))
+
+    def batch(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch for one row of starts (``(B,)``)."""
+        chunk = torch.from_numpy(self.tokens[starts[:, None] + self._arange].astype(np.int64))  # (B, T+1)
+        if self._pin:
+            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            chunk = chunk.to(self.device)
+        return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+
+    def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, start+1, ...`` of ``epoch``."""
+        for row in self.epoch_starts(epoch)[start:]:
+            yield self.batch(row)

@@ -1,0 +1,96 @@
+"""Checkpoint files: atomic writes, last-N retention, safe and explicit loading.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
+Files are written to a temporary name in the same directory and renamed into place, so a
+crash mid-write leaves the previous checkpoint intact and never a half-written one under a
+final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "CheckpointManager", "load_checkpoint", "save_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "apt-checkpoint"
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (missing, truncated, corrupt or not APT's)."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load an APT checkpoint with ``weights_only=True``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure mode means "unreadable file"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({reason[:200]})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not an APT checkpoint (no format={FORMAT!r})")
+    return state
+
+
+class CheckpointManager:
+    """``<dir>/step-<step>.pt`` files, newest ``keep_last`` kept."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 2) -> None:
+        self.directory = Path(directory)
+        self.keep_last = max(1, int(keep_last))
+
+    def path_for(self, step: int) -> Path:
+        return self.directory / f"step-{int(step):08d}.pt"
+
+    def checkpoints(self) -> list[Path]:
+        """Existing checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        state = {"format": FORMAT, **state}
+        path = save_checkpoint(state, self.path_for(step))
+        for old in self.checkpoints()[:-self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint; unreadable ones are reported and skipped."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return path, load_checkpoint(path, map_location)
+            except CheckpointError as exc:
+                log.warning("%s; falling back to the previous checkpoint", exc)
+        return None

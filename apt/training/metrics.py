@@ -1,0 +1,98 @@
+"""metrics.csv and the loss-curve plot.
+
+Columns are not fixed in advance: plugins add their own through ``trainer.log_metric``
+(an MoE plugin's balance loss appears from the epoch it is enabled). When a new column
+shows up the file is rewritten with the wider header, so it stays one valid CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "plot_losses"]
+
+
+class MetricsLogger:
+    """Rows of metrics kept in memory and mirrored to ``path`` (when given)."""
+
+    BASE = ("step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s")
+
+    def __init__(self, path: str | Path | None = None, rows: list[dict[str, Any]] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self.columns: list[str] = list(self.BASE)
+        for row in self.rows:
+            self._extend(row)
+        if self.path is not None and self.rows:
+            self._rewrite()
+
+    def _extend(self, row: Mapping[str, Any]) -> bool:
+        new = [k for k in row if k not in self.columns]
+        self.columns.extend(new)
+        return bool(new)
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        row = dict(row)
+        self.rows.append(row)
+        widened = self._extend(row)
+        if self.path is None:
+            return
+        if widened or not self.path.exists():
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, self.columns).writerow(_fmt(row))
+
+    def update_last(self, **values: Any) -> None:
+        """Fill in values of the newest row (e.g. a val loss measured after it was written)."""
+        self.rows[-1].update(values)
+        self._extend(values)
+        if self.path is not None:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, self.columns)
+            writer.writeheader()
+            writer.writerows(_fmt(r) for r in self.rows)
+
+
+def _fmt(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def plot_losses(rows: list[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Train and val loss against step as a PNG; ``None`` when there is nothing to plot."""
+    train = [(r["step"], r["train_loss"]) for r in rows if _finite(r.get("train_loss"))]
+    val = [(r["step"], r["val_loss"]) for r in rows if _finite(r.get("val_loss"))]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train")
+    if val:
+        ax.plot(*zip(*val, strict=True), marker="o", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,566 @@
+"""The training loop: one place where every lifecycle event fires.
+
+The loop, with the event each line fires (context keywords ``trainer, model, optimizer,
+schedule, epoch, step`` go with every event)::
+
+    (app)  on_model_init(model)                       after the model is built
+    resume: plugins.load_state_dict; on_checkpoint_load(checkpoint_path, checkpoint)
+            then model / optimizer / lr / RNG / position are restored
+    on_train_begin(config, trainer)
+    for epoch in 1, 2, ...:                           until max_epochs / max_steps / stop
+        schedule.apply(by="epoch")                    plugin enablement, annealed values
+        on_epoch_begin(epoch)                         (not re-fired when resuming mid-epoch)
+        for each optimizer step of the epoch:
+            schedule.apply(by="step")
+            lr = warmup/cosine(step)
+            on_step_begin(step, batch)                step = the step being run, from 1
+            for each of grad_accum micro-batches:
+                on_batch_begin(batch)                 batch = (x, y), each (B, T)
+                logits, loss = model(x, y)            bf16 autocast on CUDA
+                on_batch_end(batch, outputs)          outputs = (logits, loss); plugins may add_loss
+                loss = loss + model aux losses + added losses
+                on_backward_begin(loss)
+                (loss / grad_accum).backward()
+            on_backward_end()                         gradient-clipping plugins act here
+            clip to trainer.grad_clip (unless a plugin clips)
+            optimizer.step(); zero_grad
+            on_optimizer_step(optimizer)
+            on_step_end(step, loss)                   loss: detached tensor, mean over micro-batches
+            every log_every: metrics.csv row, progress bar
+            every eval_every: on_validation_begin(); eval; on_validation_end(metrics)
+            every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
+            stop if trainer.should_stop, a plugin's should_stop, or SIGINT/SIGTERM
+        (eval if not just done); on_epoch_end(epoch, metrics)
+    (final eval if not just done); save; on_checkpoint_save(checkpoint_path)
+    on_train_end(metrics)
+
+Exact resume: batches are a pure function of ``(seed, epoch, index)`` (see
+:class:`apt.data.BatchLoader`) and the checkpoint holds model, optimizer, lr position,
+every RNG state, plugin and schedule state, so on CPU a resumed run reproduces the losses
+of an uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from apt.data.loader import BatchLoader
+from apt.training.checkpoint import CheckpointManager, load_checkpoint
+from apt.training.lr import WarmupCosine
+from apt.training.metrics import MetricsLogger, plot_losses
+from apt.training.schema import TrainerConfig
+
+__all__ = ["Trainer", "capture_rng", "restore_rng", "split_decay"]
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Runs the loop above for ``model`` with ``optimizer`` over the two loaders.
+
+    ``plugins`` is a :class:`apt.plugins.PluginManager` (its events are fired), ``schedule``
+    an :class:`apt.schedule.Schedule` (or None). ``out_dir`` receives ``metrics.csv``, the
+    loss plot and ``checkpoints/``; with ``None`` nothing is written. ``extra_state`` is
+    stored in every checkpoint (the app puts the tokenizer and the model config there).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 train_loader: BatchLoader, val_loader: BatchLoader, *,
+                 config: TrainerConfig | Mapping[str, Any] | None = None,
+                 lr_schedule: WarmupCosine | None = None, plugins: Any = None, schedule: Any = None,
+                 out_dir: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
+                 extra_state: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
+                 forward_model: Any = None) -> None:
+        self.config = _trainer_config(config)
+        self.model = model
+        self.forward_model = forward_model or model  # e.g. the torch.compile'd module
+        self.optimizer = optimizer
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.plugins = plugins
+        self.schedule = schedule
+        self.device = torch.device(device)
+        self.run_config = dict(run_config or {})
+        self.extra_state = dict(extra_state or {})
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        c = self.config
+        self.grad_accum = max(1, int(c.grad_accum))
+        loader_batches = train_loader.batches_per_epoch
+        self.steps_per_epoch = int(c.steps_per_epoch or max(1, loader_batches // self.grad_accum))
+        if c.steps_per_epoch:  # the loader must provide that many micro-batches per epoch
+            train_loader.batches_per_epoch = self.steps_per_epoch * self.grad_accum
+        self.max_steps = self._total_steps()
+        self.lr_schedule = lr_schedule or WarmupCosine(optimizer, warmup_steps=0, total_steps=self.max_steps,
+                                                       decay="constant")
+        self.tokens_per_step = train_loader.batch_size * train_loader.block_size * self.grad_accum
+        self.autocast_dtype = _autocast_dtype(c.precision, self.device)
+        ckpt_dir = Path(c.checkpoint_dir) if c.checkpoint_dir else (
+            self.out_dir / "checkpoints" if self.out_dir is not None else None)
+        self.checkpoints = CheckpointManager(ckpt_dir, c.keep_last) if ckpt_dir is not None else None
+        self.metrics_logger = MetricsLogger(self.out_dir / "metrics.csv" if self.out_dir else None)
+        # progress
+        self.epoch = 0
+        self.step = 0
+        self.steps_in_epoch = 0
+        self.epoch_open = False
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self.schedule_values: dict[str, float] = {}
+        self.best_val_loss = math.inf
+        self.best_step = 0
+        self.last_val_step = -1
+        self.last_checkpoint: Path | None = None
+        self.tokens_seen = 0
+        self.train_time = 0.0
+        self.log_every = int(c.log_every)
+        self._pending_losses: dict[str, torch.Tensor] = {}
+        self._extra_metrics: dict[str, Any] = {}
+        self._signal: int | None = None
+        self._window_n = 0  # steps since the last metrics row
+        self._window_loss: torch.Tensor | None = None  # their summed loss, on the device
+        self._window_t0 = time.perf_counter()
+        self._window_tokens0 = 0
+        self._lr = 0.0
+        self._clip_by_plugin = bool(plugins is not None and "gradient_clipping" in plugins.list_plugins())
+
+    # -- public API for plugins ---------------------------------------------------------
+    def add_loss(self, name: str, tensor: torch.Tensor) -> None:
+        """Add ``tensor`` to this micro-batch's loss (before backward); logged as ``loss/<name>``."""
+        self._pending_losses[name] = self._pending_losses[name] + tensor if name in self._pending_losses else tensor
+
+    def log_metric(self, name: str, value: Any) -> None:
+        """Record a value for the next metrics.csv row (a column named ``name``)."""
+        self._extra_metrics[name] = value
+        self.metrics[name] = value
+
+    def add_param_group(self, params: Iterable[torch.nn.Parameter], **options: Any) -> None:
+        """Give new parameters to the optimizer mid-run, on the same LR schedule.
+
+        Matrices get the configured weight decay, vectors none (as at the start); ``options``
+        override group settings. The new groups' lr follows the warmup/cosine factor of the
+        current step, so the LR schedule is unchanged.
+        """
+        base = self.optimizer.param_groups[0]
+        base_lr = base.get("initial_lr", base["lr"])
+        wd = max((g.get("weight_decay", 0.0) for g in self.optimizer.param_groups), default=0.0)
+        for group in split_decay(params, wd):
+            group.update({"initial_lr": base_lr, **options})
+            group["lr"] = group["initial_lr"] * self.lr_schedule.factor(max(self.step, 0))
+            self.optimizer.add_param_group(group)
+
+    def request_stop(self, reason: str = "requested") -> None:
+        self.should_stop = True
+        self.stop_reason = reason
+
+    # -- events -------------------------------------------------------------------------
+    def fire(self, event: str, **kwargs: Any) -> list[Any]:
+        """Trigger ``event`` with the context keywords plus ``kwargs``."""
+        if self.plugins is None:
+            return []
+        ctx = {"trainer": self, "model": self.model, "optimizer": self.optimizer,
+               "schedule": self.schedule, "epoch": self.epoch, "step": self.step}
+        ctx.update(kwargs)
+        return self.plugins.trigger_event(event, **ctx)
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self, resume_from: str | Path | None = None, auto_resume: bool = False) -> dict[str, Any]:
+        """Train until max_steps/max_epochs or a stop; returns the summary metrics."""
+        if resume_from is not None:
+            self.load(resume_from)
+        elif auto_resume:
+            self._auto_resume()
+        c = self.config
+        self.fire("on_train_begin", config=self.run_config)
+        restore = self._install_signal_handlers()
+        bar = _progress(c.progress, self.max_steps, self.step)
+        t0 = self._window_t0 = time.perf_counter()
+        self._window_n, self._window_tokens0 = 0, self.tokens_seen
+        try:
+            with _logging_redirect(bar):
+                self._loop(bar)
+        finally:
+            self.train_time += time.perf_counter() - t0
+            restore()
+            if bar is not None:
+                bar.close()
+        if self.last_val_step != self.step:
+            self.validate()
+        if self.step > 0:
+            self._record()
+        if self.checkpoints is not None:
+            self.save()
+        summary = self.summary()
+        self.fire("on_train_end", metrics=summary)
+        if c.plot and self.out_dir is not None:
+            try:
+                plot_losses(self.metrics_logger.rows, self.out_dir / "loss.png", title="loss")
+            except Exception as exc:  # noqa: BLE001 - a plot must never fail a finished run
+                log.warning("could not write loss.png: %s", exc)
+        return summary
+
+    def _loop(self, bar: Any) -> None:
+        while not self._done():
+            if not self.epoch_open:
+                if self.config.max_epochs is not None and self.epoch >= self.config.max_epochs:
+                    break
+                self.epoch += 1
+                self.steps_in_epoch = 0
+                self.epoch_open = True
+                self._epoch_loss_sum, self._epoch_loss_n = 0.0, 0
+                self._apply_schedule("epoch")
+                self.fire("on_epoch_begin", epoch=self.epoch)
+            else:  # resumed inside an epoch: restore values, do not re-fire on_epoch_begin
+                self._apply_schedule("epoch")
+            starts = self.train_loader.epoch_starts(self.epoch)
+            while self.steps_in_epoch < self.steps_per_epoch and not self._done():
+                first = self.steps_in_epoch * self.grad_accum
+                self._train_step(starts[first:first + self.grad_accum])
+                if bar is not None:
+                    bar.update(1)
+                self._after_step(bar)
+            if self.steps_in_epoch >= self.steps_per_epoch:
+                if self.last_val_step != self.step:
+                    self.validate()
+                self._record()
+                self.fire("on_epoch_end", epoch=self.epoch, metrics=dict(self.metrics))
+                self.epoch_open = False
+
+    def _done(self) -> bool:
+        if self.step >= self.max_steps:
+            return True
+        if self.should_stop:
+            return True
+        if self._signal is not None:
+            self.request_stop(f"signal {signal.Signals(self._signal).name}")
+            return True
+        if self.plugins is not None and self.plugins.should_stop:
+            self.request_stop("a plugin asked to stop")
+            return True
+        return False
+
+    def _train_step(self, rows: np.ndarray) -> None:
+        step = self.step + 1
+        self._apply_schedule("step", step=step)
+        lr = self.lr_schedule.apply(self.step)
+        model, optimizer = self.model, self.optimizer
+        batches = [self.train_loader.batch(r) for r in rows]
+        self.fire("on_step_begin", step=step, batch=batches[0])
+        loss_sum = None
+        for batch in batches:
+            x, y = batch
+            self.fire("on_batch_begin", step=step, batch=batch)
+            with self._autocast():
+                logits, loss = self.forward_model(x, y)
+            self.fire("on_batch_end", step=step, batch=batch, outputs=(logits, loss))
+            total = loss
+            aux = model.aux_losses() if hasattr(model, "aux_losses") else {}
+            for value in aux.values():
+                total = total + value
+            if self._pending_losses:
+                for name, value in self._pending_losses.items():
+                    total = total + value
+                    self._extra_metrics[f"loss/{name}"] = value.detach()
+                self._pending_losses = {}
+            self.fire("on_backward_begin", step=step, loss=total)
+            (total / self.grad_accum if self.grad_accum > 1 else total).backward()
+            loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
+        self.fire("on_backward_end", step=step)
+        if self.config.grad_clip > 0 and not self._clip_by_plugin:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.fire("on_optimizer_step", step=step, optimizer=optimizer)
+        self.step = step
+        self.steps_in_epoch += 1
+        self.tokens_seen += self.tokens_per_step
+        step_loss = loss_sum / self.grad_accum if self.grad_accum > 1 else loss_sum
+        self._window_loss = step_loss if self._window_n == 0 else self._window_loss + step_loss
+        self._window_n += 1
+        self._lr = lr
+        self.fire("on_step_end", step=step, loss=step_loss)
+
+    def _after_step(self, bar: Any) -> None:
+        c = self.config
+        step = self.step
+        if step % c.eval_every == 0:
+            self.validate()
+        if step % self.log_every == 0:
+            self._record()
+            if bar is not None:
+                bar.set_postfix(loss=f"{self.metrics['train_loss']:.4f}",
+                                tok_s=f"{self.metrics['tokens_per_s']:.0f}", refresh=False)
+        if c.checkpoint_every and step % c.checkpoint_every == 0 and self.checkpoints is not None:
+            self.save()
+
+    def _record(self) -> None:
+        """Write this step's metrics.csv row, or add a new val loss to the row already written."""
+        rows = self.metrics_logger.rows
+        if rows and rows[-1].get("step") == self.step:
+            if self.last_val_step == self.step:
+                self.metrics_logger.update_last(val_loss=self.metrics["val_loss"])
+            return
+        self._write_row()
+
+    def _write_row(self) -> None:
+        """One metrics.csv row; the only place the train loss is moved to the host."""
+        now = time.perf_counter()
+        if self._window_n:
+            self.metrics["train_loss"] = float(self._window_loss) / self._window_n
+        dt = max(now - self._window_t0, 1e-9)
+        self.metrics["tokens_per_s"] = (self.tokens_seen - self._window_tokens0) / dt
+        val = self.metrics.get("val_loss") if self.last_val_step == self.step else None
+        row = {"step": self.step, "epoch": self.epoch, "train_loss": self.metrics.get("train_loss"),
+               "val_loss": val, "lr": self._lr, "tokens_per_s": self.metrics["tokens_per_s"]}
+        if hasattr(self.model, "metrics"):
+            self._extra_metrics.update(self.model.metrics())
+        for k, v in self._extra_metrics.items():
+            row[k] = float(v) if isinstance(v, torch.Tensor) else v
+        self.metrics.update({k: v for k, v in row.items() if v is not None})
+        self.metrics_logger.log(row)
+        log.info("step %d | epoch %d | loss %.4f%s | lr %.3g | %.0f tok/s", self.step, self.epoch,
+                 self.metrics.get("train_loss", math.nan), f" | val {val:.4f}" if val is not None else "",
+                 self._lr, self.metrics["tokens_per_s"])
+        self._window_n, self._window_loss = 0, None
+        self._window_t0, self._window_tokens0 = now, self.tokens_seen
+        self._extra_metrics = {}
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, num_batches: int | None = None) -> float:
+        """Mean loss over a fixed set of validation batches (the same every call)."""
+        n = int(num_batches or self.config.eval_batches)
+        was_training = self.model.training
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for row in self.val_loader.fixed_starts(n):
+            x, y = self.val_loader.batch(row)
+            with self._autocast():
+                _, loss = self.forward_model(x, y)
+            total += loss.float()
+        self.model.train(was_training)
+        return float(total) / n
+
+    def validate(self) -> dict[str, Any]:
+        """Evaluate, fire the validation events, track the best loss."""
+        self.fire("on_validation_begin")
+        val = self.evaluate()
+        self.last_val_step = self.step
+        if val < self.best_val_loss:
+            self.best_val_loss, self.best_step = val, self.step
+        self.metrics.update(val_loss=val, best_val_loss=self.best_val_loss)
+        metrics = {"val_loss": val, "step": self.step, "epoch": self.epoch,
+                   "best_val_loss": self.best_val_loss}
+        self.fire("on_validation_end", metrics=metrics)
+        return metrics
+
+    def summary(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "val_loss": self.metrics.get("val_loss"),
+                "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "train_loss": self.metrics.get("train_loss"),
+                "tokens_per_s": self.tokens_seen / self.train_time if self.train_time else 0.0,
+                "train_time_s": self.train_time, "stopped": self.stop_reason,
+                "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "rng": capture_rng(),
+            "progress": {"step": self.step, "epoch": self.epoch, "steps_in_epoch": self.steps_in_epoch,
+                         "epoch_open": self.epoch_open, "best_val_loss": self.best_val_loss,
+                         "best_step": self.best_step, "last_val_step": self.last_val_step,
+                         "tokens_seen": self.tokens_seen, "train_time": self.train_time},
+            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
+            "plugins": self.plugins.state_dict() if self.plugins is not None else {},
+            "metrics_rows": [dict(r) for r in self.metrics_logger.rows],
+            "config": self.run_config,
+            **self.extra_state,
+        }
+
+    def save(self) -> Path:
+        """Write a checkpoint for the current step and fire ``on_checkpoint_save``."""
+        assert self.checkpoints is not None
+        path = self.checkpoints.save(self.state_dict(), self.step)
+        self.last_checkpoint = path
+        self.fire("on_checkpoint_save", checkpoint_path=str(path))
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore everything from ``path`` (raises CheckpointError naming it when unreadable)."""
+        self._restore(Path(path), load_checkpoint(path, map_location="cpu"))
+
+    def _auto_resume(self) -> None:
+        found = self.checkpoints.load_latest() if self.checkpoints is not None else None
+        if found is None:
+            where = self.checkpoints.directory if self.checkpoints is not None else "(no checkpoint dir)"
+            log.warning("trainer.resume=true but no readable checkpoint in %s; starting fresh", where)
+            return
+        self._restore(*found)
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
+        if self.plugins is not None:
+            self.plugins.load_state_dict(state.get("plugins", {}))
+        if self.schedule is not None and state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+        # Plugins that change the model's layout (MoE upcycling) rebuild it here, before
+        # the weights and optimizer state of that layout are loaded.
+        self.fire("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state.get("lr_schedule", {}))
+        p = state["progress"]
+        self.step, self.epoch = int(p["step"]), int(p["epoch"])
+        self.steps_in_epoch, self.epoch_open = int(p["steps_in_epoch"]), bool(p["epoch_open"])
+        self.best_val_loss, self.best_step = float(p["best_val_loss"]), int(p["best_step"])
+        self.last_val_step = int(p.get("last_val_step", -1))
+        self.tokens_seen, self.train_time = int(p["tokens_seen"]), float(p["train_time"])
+        self.metrics_logger = MetricsLogger(self.metrics_logger.path, state.get("metrics_rows", []))
+        restore_rng(state["rng"])
+        self.last_checkpoint = path
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    # -- internals ----------------------------------------------------------------------
+    def _apply_schedule(self, by: str, step: int | None = None) -> None:
+        if self.schedule is not None:
+            self.schedule.apply(self, epoch=self.epoch, step=step if step is not None else self.step, by=by)
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _total_steps(self) -> int:
+        c = self.config
+        by_epochs = c.max_epochs * self.steps_per_epoch if c.max_epochs is not None else None
+        if c.max_steps is not None and by_epochs is not None:
+            return min(int(c.max_steps), by_epochs)
+        if c.max_steps is not None:
+            return int(c.max_steps)
+        if by_epochs is not None:
+            return by_epochs
+        raise ValueError("set trainer.max_steps or trainer.max_epochs")
+
+    def _install_signal_handlers(self) -> Any:
+        """SIGINT/SIGTERM end the run after the current step (a checkpoint is then saved)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # second signal: give up immediately
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                raise KeyboardInterrupt
+            log.warning("received %s: stopping after this step and saving a checkpoint",
+                        signal.Signals(signum).name)
+            self._signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    @property
+    def interrupted_by(self) -> int | None:
+        """The signal number that stopped the run, if any."""
+        return self._signal
+
+
+def split_decay(params: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: matrices (decayed) and vectors/scalars (norms, biases: not decayed)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": float(weight_decay)})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state as checkpoint-safe values (tensors, lists, tuples of ints)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain_num, np_state[2:])]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    random.setstate(_tuplify(state["python"]))
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain_num(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _tuplify(v: Any) -> Any:
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def _trainer_config(config: Any) -> TrainerConfig:
+    if isinstance(config, TrainerConfig):
+        return config
+    data = dict(config or {})
+    if type(config).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(config, resolve=True)
+    known = {f.name for f in fields(TrainerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown trainer option(s) {unknown}; valid: {sorted(known)}")
+    return TrainerConfig(**{**asdict(TrainerConfig()), **data})
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _progress(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+def _logging_redirect(bar: Any) -> Any:
+    if bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
