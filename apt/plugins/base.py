@@ -109,6 +109,8 @@ class Plugin:
         self._enabled = False
 
     def is_enabled(self) -> bool:
+        """Whether hooks reach this plugin. The hook loop reads ``_enabled`` directly (it is
+        on the hot path), so toggle it with :meth:`enable`/:meth:`disable`, not by overriding."""
         return self._enabled
 
     # -- checkpoints --------------------------------------------------------------------
