@@ -6,8 +6,9 @@ their coefficients:
 
 - ``balance_loss = balance_coef * E * sum_i f_i * P_i`` (Switch Transformer), where ``f_i``
   is the fraction of routing assignments sent to expert ``i`` and ``P_i`` the mean router
-  probability of expert ``i``. It equals ``balance_coef`` for a uniform router, its minimum
-  over routers whose assignments follow their probabilities.
+  probability of expert ``i``. It equals ``balance_coef`` for a uniform router, the minimum
+  of ``E * sum_i p_i^2`` when loads match probabilities, and ``E * balance_coef`` when every
+  token goes to one expert.
 - ``z_loss = z_coef * mean(logsumexp(logits)^2)`` (ST-MoE), which keeps logits small.
 
 Logits are computed in float32 even under autocast or with bfloat16 weights: the softmax
