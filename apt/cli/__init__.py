@@ -1,0 +1,150 @@
+"""``python -m apt`` (or the ``apt`` console script): look at a configuration before running it.
+
+    python -m apt list providers            # every provider, its default and origin
+    python -m apt list plugins              # name, version, origin, description
+    python -m apt hooks plugin=[early_stopping,gradient_clipping]
+    python -m apt schedule schedule=moe_align plugin=[moe,align] trainer.max_epochs=4
+    python -m apt check model=tiny provider/attention=naive
+    python -m apt summary multirun/2026-01-01/12-00-00
+
+Overrides are exactly ``train.py``'s. Each command imports only what it needs, so
+``list``, ``check`` and ``--help`` answer without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = "Overrides are the same as train.py's, e.g. model=tiny plugin=[early_stopping]."
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                   help="Hydra overrides, as for train.py (group=option, key=value)")
+    p.add_argument("--config-dir", default=None,
+                   help="config directory (default: $APT_CONFIG_DIR, ./conf, then APT's conf/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apt", description="Inspect APT configurations, plugins, providers and sweeps.",
+        epilog=_EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_list = sub.add_parser("list", help="list providers or plugins")
+    p_list.add_argument("what", choices=["providers", "plugins"])
+    p_list.add_argument("--kind", default=None, help="providers of one kind only (attention, ffn, router)")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_hooks = sub.add_parser("hooks", help="each event's hooks in firing order for a config",
+                             epilog=_EPILOG)
+    _add_config_args(p_hooks)
+    p_hooks.add_argument("--all", action="store_true", help="also list events that have no hooks")
+    p_hooks.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_sched = sub.add_parser("schedule", help="plugin enablement and scheduled values per epoch",
+                             epilog=_EPILOG)
+    _add_config_args(p_sched)
+    p_sched.add_argument("--by", choices=["epoch", "step"], default="epoch",
+                         help="timeline axis (default: epoch)")
+    p_sched.add_argument("--epochs", type=int, default=None,
+                         help="horizon in epochs when trainer.max_epochs is not set")
+    p_sched.add_argument("--png", default=None, metavar="PATH", help="also plot the timeline")
+
+    p_check = sub.add_parser("check", help="validate a config as train.py does, without training",
+                             epilog=_EPILOG)
+    _add_config_args(p_check)
+
+    p_sum = sub.add_parser("summary", help="(re)write summary.csv/.md and the plot of a sweep")
+    p_sum.add_argument("sweep_dir", help="a multirun directory (holds multirun.yaml)")
+    p_sum.add_argument("--no-plot", action="store_true", help="skip val_loss.png")
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from apt.cli.listing import format_table, plugin_infos, provider_infos
+
+    if args.what == "providers":
+        rows = [asdict(p) for p in provider_infos(args.kind)]
+        if args.kind is not None and not rows:
+            from apt.core.registry import registry
+
+            print(f"error: no providers of kind {args.kind!r}; kinds: {registry.kinds()}",
+                  file=sys.stderr)
+            return 2
+        cols = ["kind", "name", "default", "origin", "description"]
+        for r in rows:
+            r["default"] = "default" if r["default"] else ""
+    else:
+        rows = [p.as_dict() for p in plugin_infos()]
+        cols = ["name", "version", "origin", "description"]
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, cols))
+    return 0
+
+
+def _cmd_hooks(args: argparse.Namespace) -> int:
+    from apt.cli.inspect import format_hooks, hook_table
+
+    table = hook_table(args.overrides, args.config_dir, all_events=args.all)
+    print(json.dumps(table, indent=2) if args.json else format_hooks(table))
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from apt.cli.inspect import schedule_report
+
+    print(schedule_report(args.overrides, args.config_dir, by=args.by, epochs=args.epochs,
+                          png=args.png))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from apt.cli.inspect import check
+
+    problems = check(args.overrides, args.config_dir)
+    if problems:
+        print(f"config check failed ({len(problems)} problem{'s' * (len(problems) > 1)}):",
+              file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print("config OK")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from apt.sweeps import write_summary
+
+    root = Path(args.sweep_dir)
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    paths = write_summary(root, final=True, plot=not args.no_plot)
+    print(paths["md"].read_text(), end="")
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "hooks": _cmd_hooks, "schedule": _cmd_schedule,
+             "check": _cmd_check, "summary": _cmd_summary}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (2: usage or config error, 1: check failed)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - report config errors as one clear line
+        from apt.cli.inspect import is_config_error
+
+        if not is_config_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
