@@ -67,9 +67,13 @@ def main(cfg: DictConfig) -> float:
     except ConfigProblems as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
+        if _in_multirun():
+            raise  # one failed job of a sweep: Hydra records it, the sweep goes on
         raise SystemExit(2) from None
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if _in_multirun():
+            raise
         raise SystemExit(1) from None
 
 
@@ -94,8 +98,12 @@ def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]
     return problems
 
 
-def validate(cfg: DictConfig) -> list[str]:
-    """Problems that need no torch, data or model: values, names, ranges. Empty when fine."""
+def validate(cfg: DictConfig, plugin_manager: Any = None) -> list[str]:
+    """Problems that need no torch, data or model: values, names, ranges. Empty when fine.
+
+    Plugin names without ``_target_`` are checked against ``plugin_manager`` (default: a
+    fresh one, which knows built-in and entry-point plugins).
+    """
     problems: list[str] = []
     add = problems.append
 
@@ -200,9 +208,11 @@ def validate(cfg: DictConfig) -> list[str]:
                 add(f"plugin {name!r}: _target_={target!r} cannot be found (no such module or class)")
         else:
             if known is None:
-                from apt.plugins import PluginManager
+                if plugin_manager is None:
+                    from apt.plugins import PluginManager
 
-                known = PluginManager(entry_points=True).available_plugins()
+                    plugin_manager = PluginManager(entry_points=True)
+                known = plugin_manager.available_plugins()
             if name not in known:
                 add(f"unknown plugin {name!r}; available: {sorted(set(known) | set(_conf_options('plugin')))}")
 
@@ -268,7 +278,7 @@ def resolve_device(name: str) -> str:
 
 def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: Any = None) -> float:
     """Validate, build and train; returns the final validation loss."""
-    problems = validate(cfg)
+    problems = validate(cfg, plugin_manager)
     if problems:
         raise ConfigProblems(problems)
     plain = _plain(cfg)
@@ -496,6 +506,14 @@ def _import_target(target: str) -> Any:
 
 def _conf_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _in_multirun() -> bool:
+    """Inside a Hydra multirun job, where SystemExit would end the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _hydra_output_dir() -> Path | None:
