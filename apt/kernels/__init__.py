@@ -1,17 +1,6 @@
-"""Fused kernels (Triton), each with its launcher, autograd wrapper and torch reference."""
+"""Fused kernels (Triton), each module layered kernel -> launcher -> autograd op -> torch reference.
 
-from apt.kernels.flash_attention import (
-    FlashAttentionFunction,
-    attention_ref,
-    flash_attention,
-    flash_attention_backward,
-    flash_attention_forward,
-)
-
-__all__ = [
-    "FlashAttentionFunction",
-    "attention_ref",
-    "flash_attention",
-    "flash_attention_backward",
-    "flash_attention_forward",
-]
+Import from the module itself (``from apt.kernels.flash_attention import flash_attention``):
+this package re-exports nothing, so importing it stays free of torch and triton and the
+submodule is never shadowed by a function of the same name.
+"""
