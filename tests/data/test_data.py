@@ -1,0 +1,92 @@
+"""Tokenizers, sources, the token cache and the batch loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apt.data import BatchLoader, ByteTokenizer, CharTokenizer, load_dataset, tokenizer_from_dict
+from apt.data.sources import stdlib_files, synthetic_tokens
+
+
+def test_tokenizers_round_trip_and_serialise():
+    text = "Hello, wörld!\n"
+    for tok in (ByteTokenizer(), CharTokenizer.fit(text)):
+        ids = tok.encode(text)
+        assert ids.max() < tok.vocab_size
+        assert tok.decode(ids) == text
+        assert tokenizer_from_dict(tok.to_dict()).decode(ids) == text
+    char = CharTokenizer.fit(text)
+    assert char.vocab_size == len(set(text))
+    with pytest.raises(ValueError, match="not in the tokenizer"):
+        char.encode("xyz")
+
+
+def test_text_dataset_is_cached_and_memory_mapped(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 300, encoding="utf-8")
+    cfg = {"name": "text", "path": str(path), "tokenizer": "char", "cache_dir": str(tmp_path / "c")}
+    first = load_dataset(cfg)
+    assert isinstance(first.train, np.memmap)
+    assert len(first.train) + len(first.val) == 3000 and len(first.val) == 300
+    assert first.tokenizer.decode(first.train[:10]) == "abcdefghij"
+    cache = first.cache_dir
+    mtime = (cache / "train.bin").stat().st_mtime_ns
+    second = load_dataset(cfg)
+    assert second.cache_dir == cache and (cache / "train.bin").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(first.train, second.train)
+    # a changed file is a different cache entry
+    path.write_text("zyx" * 1000, encoding="utf-8")
+    third = load_dataset(cfg)
+    assert third.cache_dir != cache and third.vocab_size == 3
+
+
+def test_stdlib_corpus_is_deterministic_and_capped():
+    files = stdlib_files(200_000)
+    assert sum(size for _, size in files) <= 200_000
+    assert [p.name for p, _ in files] == [p.name for p, _ in stdlib_files(200_000)]
+    assert all(p.suffix == ".py" and "test" not in p.parts for p, _ in files)
+
+
+def test_stdlib_dataset_loads(tmp_path):
+    data = load_dataset({"name": "stdlib", "max_bytes": 100_000, "cache_dir": str(tmp_path)})
+    assert data.vocab_size == 256 and 80_000 < len(data.train) <= 100_000
+    assert "import" in data.tokenizer.decode(data.train[:5000])
+
+
+@pytest.mark.parametrize("task", ["copy", "cycle", "markov"])
+def test_synthetic_tasks_are_deterministic(task):
+    a = synthetic_tokens(task, 500, 16, 0, 8)
+    np.testing.assert_array_equal(a, synthetic_tokens(task, 500, 16, 0, 8))
+    assert a.max() < 16
+    if task == "copy":
+        np.testing.assert_array_equal(a[:8], a[8:16])
+
+
+def test_unknown_dataset_and_task_errors():
+    with pytest.raises(ValueError, match="valid: \\['stdlib', 'text', 'synthetic'\\]"):
+        load_dataset({"name": "nope"})
+    with pytest.raises(ValueError, match="unknown synthetic task"):
+        synthetic_tokens("nope", 10, 4, 0, 2)
+
+
+def test_loader_epoch_is_a_permutation_of_windows():
+    tokens = np.arange(1000, dtype=np.uint16)
+    loader = BatchLoader(tokens, batch_size=4, block_size=10, seed=3)
+    starts = loader.epoch_starts(1)
+    flat = np.sort(starts.reshape(-1))
+    assert len(set(flat.tolist())) == flat.size  # no window twice
+    assert np.all(np.diff(flat) % 10 == 0)  # non-overlapping, one offset
+    np.testing.assert_array_equal(starts, loader.epoch_starts(1))  # pure function of (seed, epoch)
+    assert not np.array_equal(starts, loader.epoch_starts(2))
+    x, y = loader.batch(starts[0])
+    assert x.shape == (4, 10) and y.shape == (4, 10)
+    assert (x[:, 1:] == y[:, :-1]).all() and (y - x == 1).all()
+
+
+def test_loader_more_batches_than_one_pass_and_fixed_eval():
+    loader = BatchLoader(np.arange(100, dtype=np.uint16), batch_size=2, block_size=10, batches_per_epoch=12)
+    assert loader.epoch_starts(1).shape == (12, 2)
+    np.testing.assert_array_equal(loader.fixed_starts(3), loader.fixed_starts(3))
+    with pytest.raises(ValueError, match="need at least batch_size"):
+        BatchLoader(np.arange(30, dtype=np.uint16), batch_size=8, block_size=10)
