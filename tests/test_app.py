@@ -1,0 +1,180 @@
+"""apt.app: every bad input gives one clear line before data or model are built."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from apt.app import ConfigProblems, check_overrides, new_plugin_manager, run, validate
+from apt.core.provider import AttentionProvider
+from apt.plugins import Plugin
+from apt.training.schema import register_configs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_cfg(*overrides):
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=["model=tiny", "data=synthetic", "trainer=debug", *overrides])
+
+
+def problems_of(*overrides, pm=None):
+    with pytest.raises(ConfigProblems) as info:
+        run(compose_cfg(*overrides), plugin_manager=pm)
+    return info.value.problems
+
+
+def test_default_config_is_valid():
+    assert validate(compose_cfg()) == []
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.num_heads=3", "d_model=32 is not divisible by num_heads=3"),
+    ("model.norm=batchnorm", "norm='batchnorm' is not one of ['layernorm', 'rmsnorm']"),
+    ("trainer.max_steps=0", "trainer.max_steps must be a positive integer, got 0"),
+    ("trainer.precision=fp8", "trainer.precision='fp8' is not one of ['auto', 'fp32', 'bf16']"),
+    ("trainer.device=tpu", "trainer.device='tpu' is not one of"),
+    ("optim.decay=step", "optim.decay='step' is not one of ['cosine', 'linear', 'constant']"),
+    ("optim.optimizer.lr=-1", "optim.optimizer.lr must be a positive number, got -1"),
+    ("data.task=sort", "data.task='sort' is not one of ['copy', 'cycle', 'markov']"),
+    ("data.name=imagenet", "data.name='imagenet' is not one of ['stdlib', 'text', 'synthetic']"),
+    ("ckpt_path=/no/such.pt", "ckpt_path='/no/such.pt' does not exist"),
+    ("+plugin.nosuch={}", "unknown plugin 'nosuch'; available: ["),
+    ("+plugin.x={_target_: nomodule.Plugin}", "plugin 'x': _target_='nomodule.Plugin' cannot be found"),
+    ("provider.attention._target_=nomod.Attn", "provider.attention._target_='nomod.Attn' cannot be found"),
+    ("+schedule.route_temp={start: 1, end: 2, by: week}", "schedule:"),
+])
+def test_bad_values_one_line_each(override, expected):
+    problems = problems_of(override)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_several_problems_reported_together():
+    problems = problems_of("trainer.max_steps=0", "optim.decay=step", "model.num_heads=3")
+    assert len(problems) == 3
+
+
+def test_text_data_needs_an_existing_path(tmp_path):
+    assert any("data=text needs data.path" in p for p in validate(compose_cfg("data=text")))
+    assert problems_of("data=text", f"data.path={tmp_path}/none.txt") == [
+        f"data.path='{tmp_path}/none.txt' is not a readable file"]
+
+
+def test_unknown_provider_lists_valid_ones():
+    problems = problems_of("provider/attention=registered", "provider.attention.name=nope")
+    assert problems == ["unknown attention provider 'nope'; available: "
+                        "['autopoietic', 'flash', 'naive', 'sdpa']"]
+
+
+def test_provider_validate_config_failure_is_a_problem():
+    problems = problems_of("provider/ffn=moe", "provider.ffn.top_k=9")
+    assert len(problems) == 1 and "top_k=9" in problems[0]
+
+
+def test_target_name_mismatch_is_reported():
+    problems = problems_of("provider.attention.name=naive")
+    assert "name 'naive' is registered to" in problems[0]
+
+
+def test_composition_errors_fail_at_compose_time():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("trainer.max_steps=abc")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("trainer.max_stepz=3")
+
+
+def test_check_overrides_lists_valid_options():
+    assert check_overrides(["plugin=[logging,nosuch]"]) == [
+        "unknown plugin 'nosuch' in 'plugin=[logging,nosuch]'; valid: "
+        + str(sorted(p.stem for p in (CONF / "plugin").glob("*.yaml")))]
+    assert check_overrides(["provider/attention=sdpa,naive", "plugin=[],[logging]", "seed=1,2"]) == []
+    assert "unknown ffn provider 'nope'" in check_overrides(["provider/ffn=nope"])[0]
+
+
+class Conflicting(Plugin):
+    def get_name(self):
+        return "conflicting"
+
+    def get_conflicts(self):
+        return ["logging"]
+
+
+class NeedsMissing(Plugin):
+    def get_name(self):
+        return "needy"
+
+    def get_dependencies(self):
+        return ["plugin:early_stopping", "somepackage_that_is_not_installed>=1.0"]
+
+
+def test_plugin_conflict_and_missing_dependency(tmp_path):
+    pm = new_plugin_manager()
+    pm.register_plugin("conflicting", Conflicting)
+    problems = problems_of("plugin=[logging]", "+plugin.conflicting={}", pm=pm)
+    assert len(problems) == 1 and "conflicting" in problems[0] and "logging" in problems[0]
+    pm = new_plugin_manager()
+    pm.register_plugin("needy", NeedsMissing)
+    problems = problems_of("+plugin.needy={}", pm=pm)
+    assert len(problems) == 1 and "somepackage_that_is_not_installed" in problems[0]
+    pm = new_plugin_manager()
+    pm.register_plugin("needy", type("N2", (NeedsMissing,), {"get_dependencies": lambda s: ["plugin:early_stopping"]}))
+    problems = problems_of("+plugin.needy={}", pm=pm)
+    assert len(problems) == 1 and "early_stopping" in problems[0]
+
+
+class MyAttentionProvider(AttentionProvider):
+    created = 0
+
+    def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
+        from apt.providers.attention import SDPAAttentionProvider
+
+        MyAttentionProvider.created += 1
+        return SDPAAttentionProvider({}).create_layer(d_model, num_heads, dropout, **kwargs)
+
+
+class ProvidesAttention(Plugin):
+    def get_name(self):
+        return "provides_attention"
+
+    def setup(self, registry, hook_manager):
+        super().setup(registry, hook_manager)
+        registry.register("attention", "my_attention", MyAttentionProvider)
+
+
+def test_provider_registered_only_by_a_plugin_can_be_chosen_by_name(tmp_path):
+    pm = new_plugin_manager()
+    pm.register_plugin("provides_attention", ProvidesAttention)
+    MyAttentionProvider.created = 0
+    run(compose_cfg("+plugin.provides_attention={}", "provider/attention=registered",
+                    "provider.attention.name=my_attention", "trainer.max_steps=2"),
+        out_dir=tmp_path, plugin_manager=pm)
+    assert MyAttentionProvider.created == 2  # one per layer of model=tiny
+
+
+def test_plugin_target_registers_class(tmp_path):
+    sys.modules[__name__].ProvidesAttention = ProvidesAttention
+    pm = new_plugin_manager()
+    run(compose_cfg(f"+plugin.provides_attention={{_target_: {__name__}.ProvidesAttention}}",
+                    "provider/attention=registered", "provider.attention.name=my_attention",
+                    "trainer.max_steps=1"), out_dir=tmp_path, plugin_manager=pm)
+    assert pm.get_plugin("provides_attention") is not None
+    assert pm.registry.has("attention", "my_attention")
+
+
+def test_target_with_wrong_get_name_is_reported():
+    problems = problems_of(f"+plugin.other_name={{_target_: {__name__}.ProvidesAttention}}")
+    assert len(problems) == 1 and "get_name()" in problems[0]
+
+
+def test_corrupt_ckpt_path_names_the_file(tmp_path):
+    bad = tmp_path / "step-00000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    from apt.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="step-00000001.pt"):
+        run(compose_cfg(f"ckpt_path={bad}"), out_dir=tmp_path)
