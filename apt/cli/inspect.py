@@ -42,6 +42,16 @@ def is_config_error(exc: BaseException) -> bool:
                       | RegistryError | PluginError | ScheduleError | ValueError | KeyError)
 
 
+def _container(node: Any) -> dict[str, Any]:
+    """A config section as a plain dict (``{}`` for a missing or empty one)."""
+    if node is None:
+        return {}
+    out = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(out, Mapping):
+        raise ValueError(f"expected a mapping, got {out!r}")
+    return dict(out)
+
+
 # -- hooks ---------------------------------------------------------------------------------
 def plugin_manager_for(cfg: DictConfig) -> Any:
     """A fresh PluginManager with the config's plugins loaded and set up, as the app does.
@@ -56,8 +66,7 @@ def plugin_manager_for(cfg: DictConfig) -> Any:
     problems = validate(cfg)
     if problems:
         raise ConfigProblems(problems)
-    plugins = OmegaConf.to_container(cfg.get("plugin") or {}, resolve=True)
-    assert isinstance(plugins, Mapping)
+    plugins = _container(cfg.get("plugin"))
     pm = new_plugin_manager(bool(cfg.trainer.get("strict_hooks", False)))
     problems = load_plugins(pm, plugins)
     if problems:
@@ -109,8 +118,7 @@ def _enable_at(cfg: DictConfig) -> dict[str, str]:
     """``{plugin: "epoch 2"}`` for plugins the schedule switches on later."""
     from apt.schedule import Schedule
 
-    raw = OmegaConf.to_container(cfg.get("schedule") or {}, resolve=True)
-    assert isinstance(raw, Mapping)
+    raw = _container(cfg.get("schedule"))
     t = cfg.trainer  # the horizon does not matter for enablement; as in apt.app.validate
     sched = Schedule(dict(raw), max_epochs=t.get("max_epochs") or 1,
                      max_steps=t.get("max_steps") or 1)
@@ -157,8 +165,7 @@ def schedule_for(cfg: DictConfig, epochs: int | None = None) -> Any:
     from apt.schedule import Schedule
 
     max_epochs, max_steps = _horizon(cfg, epochs)
-    raw = OmegaConf.to_container(cfg.get("schedule") or {}, resolve=True)
-    assert isinstance(raw, Mapping)
+    raw = _container(cfg.get("schedule"))
     return Schedule(dict(raw), max_epochs=max_epochs, max_steps=max_steps)
 
 
@@ -168,16 +175,16 @@ def schedule_report(overrides: Sequence[str], config_dir: str | None = None, *,
     from apt.schedule import ScheduleError
 
     cfg = compose_config(overrides, config_dir)
-    sched = schedule_for(cfg, epochs)
-    if by == "epoch" and sched.max_epochs is None:
+    if _horizon(cfg, epochs)[0] is None:
         raise ScheduleError(
-            "the number of epochs depends on the dataset here: set trainer.max_epochs, "
-            "trainer.steps_per_epoch, or pass --epochs N")
+            "the number of epochs depends on the dataset size here: set trainer.max_epochs "
+            "or trainer.steps_per_epoch, or pass --epochs N")
+    sched = schedule_for(cfg, epochs)
     if not sched.params and not sched.scheduled_plugins:
         text = "empty schedule: every selected plugin is on from the start; nothing anneals"
     else:
         text = sched.table(by=by)
-    plugins = list((cfg.get("plugin") or {}).keys())
+    plugins = list(_container(cfg.get("plugin")))
     unused = [p for p in sched.scheduled_plugins if p not in plugins]
     if unused:
         text += (f"\nnote: {unused} scheduled but not selected (plugin={plugins}); "

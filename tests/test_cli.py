@@ -1,0 +1,237 @@
+"""``python -m apt``: listings, hooks against a recorded run, schedule, check, summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from apt.cli import main
+from apt.cli.inspect import LOOP_ORDER, hook_table
+from apt.cli.listing import plugin_infos, provider_infos
+from apt.plugins import EVENTS, HookManager, canonical_event
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A run small enough for a test: 4 steps in 2 epochs, validation every 2 steps.
+TINY = ["model=tiny", "data=synthetic", "trainer=debug", "trainer.max_steps=4",
+        "trainer.steps_per_epoch=2", "trainer.eval_every=2", "trainer.eval_batches=1",
+        "trainer.log_every=2", "data.num_tokens=4000", "optim.warmup_steps=1"]
+
+
+def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "apt", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+# -- torch-free and fast --------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["--help"], ["list", "plugins"], ["list", "providers"],
+                                  ["check", "model=tiny"]])
+def test_list_check_and_help_do_not_import_torch(argv):
+    code = textwrap.dedent(f"""
+        import sys
+        from apt.cli import main
+        try:
+            rc = main({argv!r})
+        except SystemExit as exc:
+            rc = exc.code
+        print("RC", rc, "TORCH", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert "RC 0 TORCH False" in out.stdout, out.stdout + out.stderr
+
+
+# -- list ---------------------------------------------------------------------------------
+def test_list_plugins_matches_what_the_plugins_report():
+    from apt.plugins import PluginManager
+
+    infos = {p.name: p for p in plugin_infos()}
+    pm = PluginManager(entry_points=False)
+    assert set(pm.available_plugins()) <= set(infos)
+    for name in pm.available_plugins():
+        # Read statically; must equal what the loaded plugin says about itself.
+        plugin = pm.get_plugin_class(name)({})
+        assert infos[name].version == plugin.get_version(), name
+        assert infos[name].description == plugin.get_description(), name
+        assert infos[name].origin == "built-in"
+    assert infos["early_stopping"].version == "1.0.0"
+
+
+def test_list_plugins_shows_entry_point_plugins(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_apt_ext.py").write_text(textwrap.dedent('''
+        from apt.plugins import Plugin
+
+        class Shiny(Plugin):
+            """Makes runs shiny."""
+
+            def get_name(self):
+                return "shiny"
+
+            def get_version(self):
+                return "2.1.0"
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = metadata.EntryPoint(name="shiny", value="my_apt_ext:Shiny", group="apt.plugins")
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "apt.plugins" else real(**kw))
+    assert main(["list", "plugins", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["shiny"]["version"] == "2.1.0"
+    assert rows["shiny"]["description"] == "Makes runs shiny."
+    assert rows["shiny"]["origin"].startswith("entry point")
+    assert rows["early_stopping"]["origin"] == "built-in"
+
+
+def test_list_providers_marks_defaults_and_filters_by_kind(capsys):
+    by_key = {(p.kind, p.name): p for p in provider_infos()}
+    assert by_key[("attention", "sdpa")].default and not by_key[("attention", "naive")].default
+    assert by_key[("attention", "naive")].target == "apt.providers.attention:NaiveAttentionProvider"
+    assert main(["list", "providers", "--kind", "router"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["kind", "name", "default", "origin", "description"]
+    assert {line.split()[1] for line in out[1:]} == {"switch", "topk"}
+    assert main(["list", "providers", "--kind", "nope"]) == 2
+
+
+# -- hooks: printed order == order of a recorded run ----------------------------------------
+class RecordingHookManager(HookManager):
+    """Records, per trigger, which hooks really ran (through the real trigger)."""
+
+    def __init__(self) -> None:
+        super().__init__(strict=True)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def trigger(self, event, **kwargs):
+        ran: list[str] = []
+        for h in self._ordered.get(canonical_event(event), ()):
+            fn = getattr(h.fn, "__wrapped_hook__", h.fn)
+
+            def wrapped(*a, __fn=fn, __name=h.name, **kw):
+                ran.append(__name)
+                return __fn(*a, **kw)
+
+            wrapped.__wrapped_hook__ = fn
+            h.fn = wrapped
+        self.calls.append((canonical_event(event), ran))
+        return super().trigger(event, **kwargs)
+
+
+def _recorded_run(overrides, tmp_path, monkeypatch):
+    from apt.app import run
+    from apt.cli.compose import compose_config
+    from apt.core.registry import Registry
+    from apt.plugins import PluginManager
+
+    monkeypatch.chdir(tmp_path)  # the logging plugin writes training.log to the cwd
+    hm = RecordingHookManager()
+    pm = PluginManager(registry=Registry.with_builtins(entry_points=True), hook_manager=hm)
+    cfg = compose_config([*TINY, *overrides], REPO / "conf")
+    run(cfg, out_dir=tmp_path / "run", plugin_manager=pm)
+    return hm.calls
+
+
+@pytest.mark.parametrize("plugins", ["[early_stopping,gradient_clipping]",
+                                     "[throughput,lr_monitor,logging]"])
+def test_hooks_prints_the_firing_order_of_a_real_run(plugins, tmp_path, monkeypatch):
+    overrides = [f"plugin={plugins}"]
+    table = hook_table([*TINY, *overrides], str(REPO / "conf"))
+    listed = {e["event"]: [h["name"] for h in e["hooks"]] for e in table}
+    calls = _recorded_run(overrides, tmp_path, monkeypatch)
+
+    # Each trigger ran a subsequence of the printed list, in the printed order.
+    for event, ran in calls:
+        if ran:
+            assert ran == [n for n in listed.get(event, []) if n in ran], (event, ran)
+    # Every printed hook ran (no checkpoint is loaded in this run).
+    fired = {(e, n) for e, ran in calls for n in ran}
+    expected = {(e, n) for e, names in listed.items() for n in names if e != "on_checkpoint_load"}
+    assert fired == expected
+    # Events are printed in the order the loop first fires them.
+    first_seen = list(dict.fromkeys(e for e, _ in calls))
+    assert first_seen == [e for e in LOOP_ORDER if e in first_seen]
+    assert list(listed) == [e for e in LOOP_ORDER if e in listed]
+
+
+def test_hooks_cli_output_and_errors():
+    assert set(LOOP_ORDER) == set(EVENTS)
+    proc = _run_cli("hooks", "plugin=[early_stopping,gradient_clipping]")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "on_backward_end",
+        "  1. gradient_clipping.on_backward_end  [plugin gradient_clipping, priority 0]",
+        "on_validation_end",
+        "  1. early_stopping.on_validation_end  [plugin early_stopping, priority 0]",
+    ]
+    bad = _run_cli("hooks", "plugin=[early_stoping]")
+    assert bad.returncode == 2
+    assert "unknown plugin 'early_stoping'" in bad.stderr and "early_stopping" in bad.stderr
+
+
+def test_hooks_marks_plugins_the_schedule_enables_later(capsys):
+    assert main(["hooks", "plugin=[moe,throughput]", "schedule=moe_align", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    hooks = [h for e in table for h in e["hooks"]]
+    assert {h["enabled_from"] for h in hooks if h["plugin"] == "moe"} == {"epoch 2"}
+    assert {h["enabled_from"] for h in hooks if h["plugin"] == "throughput"} == {None}
+
+
+# -- schedule -------------------------------------------------------------------------------
+def test_schedule_table_and_png(tmp_path, capsys):
+    png = tmp_path / "schedule.png"
+    argv = ["schedule", "schedule=moe_align", "plugin=[moe,align]", "trainer.max_epochs=4",
+            "--png", str(png)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["epoch", "route_temp", "+moe", "+align"]
+    assert lines[1].split() == ["1", "1.5", "off", "off"]
+    assert lines[2].split() == ["2", "1.267", "on", "off"]
+    assert lines[4].split() == ["4", "0.8", "on", "on"]
+    assert png.stat().st_size > 0
+
+
+def test_schedule_needs_a_known_horizon(capsys):
+    assert main(["schedule", "schedule=moe_align"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["schedule", "schedule=moe_align", "--epochs", "3"]) == 0
+    assert "note: ['moe', 'align'] scheduled but not selected" in capsys.readouterr().out
+
+
+# -- check --------------------------------------------------------------------------------
+def test_check_reports_problems_like_train_py():
+    ok = _run_cli("check", "model=tiny")
+    assert ok.returncode == 0 and ok.stdout.strip() == "config OK"
+    bad = _run_cli("check", "model.num_heads=3", "trainer.max_steps=0")
+    assert bad.returncode == 1
+    assert "model.d_model=128 is not divisible by num_heads=3" in bad.stderr
+    assert "trainer.max_steps must be a positive integer, got 0" in bad.stderr
+    unknown = _run_cli("check", "provider/attention=flsh")
+    assert unknown.returncode == 2 and "unknown attention provider 'flsh'" in unknown.stderr
+
+
+def test_config_dir_can_be_chosen(tmp_path, capsys):
+    assert main(["check", "--config-dir", str(tmp_path)]) == 2
+    assert "no config.yaml found" in capsys.readouterr().err
+
+
+# -- summary --------------------------------------------------------------------------------
+def test_summary_command_rebuilds_a_sweep_summary(tmp_path, capsys):
+    from apt.sweeps import JobRecord
+
+    for i in range(2):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.csv").write_text(f"step,val_loss\n10,{2.0 + i}\n20,{1.0 + i}\n")
+        rec = JobRecord(job=i, overrides=[f"seed={i}"], status="completed", return_value=1.0 + i)
+        rec.fill_from_outputs(d)
+        rec.save(d)
+    assert main(["summary", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 jobs: 2 completed." in out and "Best final val loss 1.0000: job 0" in out
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "val_loss.png").exists()
