@@ -237,6 +237,7 @@ class Trainer:
                     self.validate()
                 self._record()
                 self.fire("on_epoch_end", epoch=self.epoch, metrics=dict(self.metrics))
+                self._flush_epoch_metrics()
                 self.epoch_open = False
 
     def _done(self) -> bool:
@@ -314,6 +315,13 @@ class Trainer:
                 self.metrics_logger.update_last(val_loss=self.metrics["val_loss"])
             return
         self._write_row()
+
+    def _flush_epoch_metrics(self) -> None:
+        """Values logged in ``on_epoch_end`` describe the epoch just ended: put them in its last row."""
+        if self._extra_metrics and self.metrics_logger.rows:
+            values = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in self._extra_metrics.items()}
+            self.metrics_logger.update_last(**values)
+            self._extra_metrics = {}
 
     def _write_row(self) -> None:
         """One metrics.csv row; the only place the train loss is moved to the host."""
@@ -431,6 +439,8 @@ class Trainer:
         self.last_val_step = int(p.get("last_val_step", -1))
         self.tokens_seen, self.train_time = int(p["tokens_seen"]), float(p["train_time"])
         self.metrics_logger = MetricsLogger(self.metrics_logger.path, state.get("metrics_rows", []))
+        if self.metrics_logger.rows:  # latest values (val_loss, ...) as an uninterrupted run has them
+            self.metrics.update({k: v for k, v in self.metrics_logger.rows[-1].items() if v is not None})
         restore_rng(state["rng"])
         self.last_checkpoint = path
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
