@@ -311,9 +311,10 @@ class MoEPlugin(Plugin):
         self._set_temperature(schedule)
 
     def on_step_begin(self, schedule: Any = None, **kwargs: Any) -> None:
-        if schedule is not None and self.temperature_from in getattr(schedule, "params", {}):
-            if schedule.params[self.temperature_from].by == "step":
-                self._set_temperature(schedule)
+        # Every step, not only at epoch starts: a run resumed mid-epoch gets no
+        # on_epoch_begin, and a ``by: step`` temperature changes between epochs.
+        if self._routers:
+            self._set_temperature(schedule)
 
     def on_batch_begin(
         self, batch: Any = None, model: nn.Module | None = None, **kwargs: Any
