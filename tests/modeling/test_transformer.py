@@ -159,3 +159,12 @@ def test_upcycled_ffn_is_reported_after_construction():
     model(torch.randint(0, V, (2, 8)))
     assert set(model.aux_losses()) == {"balance_loss", "z_loss"}
     assert model.metrics()["moe_dropped_frac"] == 0.0
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "naive", "autopoietic"])
+def test_dropout_is_active_in_training_only(attention):
+    model = build(dropout=0.2, attention_name=attention)
+    idx = torch.randint(0, V, (2, 8))
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+    model.eval()
+    assert torch.equal(model(idx)[0], model(idx)[0])
