@@ -16,4 +16,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "align": "apt.plugins.builtin.align:AlignPlugin",
     "lr_monitor": "apt.plugins.builtin.lr_monitor:LRMonitorPlugin",
     "throughput": "apt.plugins.builtin.throughput:ThroughputPlugin",
+    "tensorboard": "apt.plugins.builtin.tensorboard:TensorBoardPlugin",
+    "csv": "apt.plugins.builtin.csv_logger:CSVLoggerPlugin",
+    "checkpoint": "apt.plugins.builtin.checkpoint:CheckpointPlugin",
+    "nan_guard": "apt.plugins.builtin.nan_guard:NaNGuardPlugin",
 }

@@ -1,0 +1,84 @@
+"""``csv``: one row per epoch in ``epochs.csv``.
+
+The trainer's ``metrics.csv`` has a row every ``log_every`` steps; comparing runs epoch by
+epoch (and the per-epoch means plugins such as ``moe`` log at epoch end) is easier from a
+file with exactly one row per epoch. Its hooks run last (priority -100) so values other
+plugins log in ``on_epoch_end`` are included. Rows are kept in the plugin's checkpoint
+state, so a resumed run's file has every epoch once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apt.plugins.base import Plugin
+
+__all__ = ["CSVLoggerPlugin"]
+
+
+class CSVLoggerPlugin(Plugin):
+    """Write ``epoch, step`` and every numeric trainer metric at each epoch end.
+
+    Config: ``filename`` (``epochs.csv``, relative to the run directory), ``columns``
+    (list of metric names to keep; null = all).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.filename = str(self.config.get("filename", "epochs.csv"))
+        self.columns = self.config.get("columns")
+        self.rows: list[dict[str, Any]] = []
+        self._logger: Any = None
+
+    def get_name(self) -> str:
+        return "csv"
+
+    def get_version(self) -> str:
+        return "1.0.0"
+
+    def get_priority(self) -> int:
+        return -100
+
+    def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
+        if not self.filename:
+            raise ValueError("csv: filename must be a non-empty path")
+        if self.columns is not None and not all(isinstance(c, str) for c in self.columns):
+            raise ValueError(
+                f"csv: columns must be a list of metric names or null, got {self.columns!r}"
+            )
+        return True
+
+    def path_for(self, trainer: Any) -> Path:
+        path = Path(self.filename)
+        out_dir = getattr(trainer, "out_dir", None)
+        return path if path.is_absolute() or out_dir is None else Path(out_dir) / path
+
+    def on_epoch_end(
+        self, epoch: int | None = None, step: int | None = None, trainer: Any = None, **kwargs: Any
+    ) -> None:
+        if trainer is None:
+            return
+        from apt.training.metrics import MetricsLogger
+
+        row: dict[str, Any] = {"epoch": epoch, "step": step}
+        for key, value in dict(trainer.metrics).items():
+            if key in row or (self.columns is not None and key not in self.columns):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            row[key] = number
+        self.rows.append(row)
+        if self._logger is None:
+            self._logger = MetricsLogger(self.path_for(trainer), self.rows[:-1])
+        self._logger.log(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rows = [dict(r) for r in state.get("rows", [])]
+        self._logger = None

@@ -1,0 +1,103 @@
+"""``tensorboard``: every metrics.csv column as a TensorBoard scalar.
+
+Rather than choosing scalars itself, the plugin mirrors the trainer's metrics rows (train
+and val loss, lr, tokens/s, router statistics, schedule values, whatever plugins log), so
+TensorBoard and metrics.csv never disagree. A row is written once it is final (the next
+row exists, or training ended), because the trainer fills in a row's val loss and
+epoch-end values after writing it. Needs the ``tensorboard`` package
+(``pip install tensorboard``); a resumed run purges events after its resume step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apt.plugins.base import Plugin
+
+__all__ = ["TensorBoardPlugin"]
+
+
+class TensorBoardPlugin(Plugin):
+    """Mirror metrics rows to TensorBoard event files.
+
+    Config: ``log_dir`` (default ``tensorboard`` inside the run directory),
+    ``flush_secs`` (default 30).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.log_dir = self.config.get("log_dir")
+        self.flush_secs = self.config.get("flush_secs", 30)
+        self.rows_written = 0
+        self.writer: Any = None
+
+    def get_name(self) -> str:
+        return "tensorboard"
+
+    def get_version(self) -> str:
+        return "1.0.0"
+
+    def get_dependencies(self) -> list[str]:
+        return ["tensorboard>=2.10"]
+
+    def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
+        n = self.flush_secs
+        if isinstance(n, bool) or not isinstance(n, int | float) or n <= 0:
+            raise ValueError(f"tensorboard: flush_secs must be a positive number, got {n!r}")
+        return True
+
+    def directory(self, trainer: Any = None) -> Path:
+        if self.log_dir:
+            return Path(self.log_dir)
+        out_dir = getattr(trainer, "out_dir", None)
+        return Path(out_dir) / "tensorboard" if out_dir is not None else Path("tensorboard")
+
+    def on_train_begin(self, trainer: Any = None, step: int | None = None, **kwargs: Any) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = step + 1 if step else None  # resumed: drop events logged after the checkpoint
+        self.writer = SummaryWriter(
+            str(self.directory(trainer)), flush_secs=self.flush_secs, purge_step=purge
+        )
+
+    def _mirror(self, trainer: Any, final: bool = False) -> None:
+        logger = getattr(trainer, "metrics_logger", None)
+        if self.writer is None or logger is None:
+            return
+        rows = logger.rows
+        end = len(rows) if final else len(rows) - 1
+        for row in rows[self.rows_written : end]:
+            step = int(row["step"])
+            for key, value in row.items():
+                if key in ("step", "epoch") or value is None:
+                    continue
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(number):
+                    self.writer.add_scalar(key, number, step)
+        self.rows_written = max(self.rows_written, end)
+
+    def on_step_end(self, trainer: Any = None, **kwargs: Any) -> None:
+        self._mirror(trainer)
+
+    def on_train_end(self, trainer: Any = None, **kwargs: Any) -> None:
+        self._mirror(trainer, final=True)
+        if self.writer is not None:
+            self.writer.flush()
+
+    def teardown(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        super().teardown()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows_written": self.rows_written}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rows_written = int(state.get("rows_written", 0))
