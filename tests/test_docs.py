@@ -1,0 +1,122 @@
+"""Every example in docs/*.md runs.
+
+Conventions of the user docs (docs/benchmarks.md, a results page, is not checked):
+
+- ```` ```python file=NAME ```` blocks are written to NAME in a scratch directory first;
+  other code can import them (the directory is on ``PYTHONPATH``).
+- ```` ```bash ```` blocks: each command (``\\`` continues a line, ``#`` starts a comment)
+  runs in that directory with ``bash``. ``python train.py`` runs the repository's
+  train.py and is shrunk for a test: the TINY overrides below are appended for keys the
+  command does not set itself, so the example runs as written, on a tiny model and a few
+  steps. ```` ```bash check-only ```` blocks (variations on a theme) are validated
+  instead of trained: each ``python train.py ARGS`` runs as ``python -m apt check ARGS``,
+  which composes and checks exactly as train.py does. ```` ```bash compose-only ````
+  blocks (cluster submissions) run with ``--cfg hydra`` instead of launching.
+- ```` ```python ```` blocks of one page run in order as one script (later blocks use
+  what earlier ones defined), after the bash blocks.
+- ```` ```yaml ```` and ```` ```toml ```` blocks must parse.
+- ```` ```text ```` blocks are output, shown not run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "benchmarks.md")
+
+TINY = {
+    "model": "tiny", "data": "synthetic", "trainer": "debug", "trainer.max_steps": "6",
+    "trainer.eval_every": "3", "trainer.eval_batches": "1", "trainer.log_every": "3",
+    "data.num_tokens": "4000", "optim.warmup_steps": "1",
+}
+
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
+
+
+def blocks(text: str) -> list[tuple[str, dict[str, str], str]]:
+    """``(language, options, code)`` for each fenced block."""
+    out = []
+    for m in FENCE.finditer(text):
+        words = m.group(1).split()
+        lang = words[0] if words else ""
+        opts = dict(w.split("=", 1) if "=" in w else (w, "") for w in words[1:])
+        out.append((lang, opts, m.group(2)))
+    return out
+
+
+def commands(code: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", code)
+    lines = [line.split(" #")[0].strip() for line in joined.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> str:
+    """Run train.py from the repo with the TINY sizes (keys the command sets itself win)."""
+    words = shlex.split(cmd)
+    if words[:2] != ["python", "train.py"]:
+        return cmd.replace("python ", f"{shlex.quote(sys.executable)} ", 1) \
+            if cmd.startswith("python ") else cmd
+    args = words[2:]
+    if check_only:
+        return shlex.join([sys.executable, "-m", "apt", "check", *args])
+    given = {_key(a) for a in args if "=" in a}
+    args += [f"{k}={v}" for k, v in TINY.items() if k not in given]
+    if compose_only:
+        args = [a for a in args if a not in ("-m", "--multirun")] + ["--cfg", "hydra"]
+    return shlex.join([sys.executable, str(REPO / "train.py"), *args])
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
+    found = blocks(page.read_text(encoding="utf-8"))
+    assert found, f"{page.name} has no examples"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+           "APT_CONFIG_DIR": str(REPO / "conf"), "MPLBACKEND": "Agg"}
+    for lang, opts, code in found:
+        if lang == "python" and "file" in opts:
+            (tmp_path / opts["file"]).write_text(code, encoding="utf-8")
+        elif lang == "yaml":
+            yaml.safe_load(code)
+        elif lang == "toml" and sys.version_info >= (3, 11):
+            import tomllib
+
+            tomllib.loads(code)
+    for lang, opts, code in found:
+        if lang != "bash":
+            continue
+        for cmd in commands(code):
+            run = shrink(cmd, compose_only="compose-only" in opts,
+                         check_only="check-only" in opts)
+            proc = subprocess.run(["bash", "-c", run], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, f"{page.name}: `{cmd}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    script = "\n\n".join(code for lang, opts, code in found if lang == "python" and "file" not in opts)
+    if script:
+        (tmp_path / "_doc_script.py").write_text(script, encoding="utf-8")
+        proc = subprocess.run([sys.executable, "_doc_script.py"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{page.name} python examples failed:\n{proc.stderr[-4000:]}"
+
+
+def test_shrink_keeps_what_the_example_sets() -> None:
+    cmd = shrink("python train.py -m model=small seed=1,2 trainer.max_steps=30")
+    args = shlex.split(cmd)[2:]
+    assert args[:4] == ["-m", "model=small", "seed=1,2", "trainer.max_steps=30"]
+    assert "model=tiny" not in args and "trainer.max_steps=6" not in args and "data=synthetic" in args
+    composed = shlex.split(shrink("python train.py -m hydra/launcher=slurm seed=1,2", True))
+    assert "-m" not in composed and composed[-2:] == ["--cfg", "hydra"]
+    checked = shlex.split(shrink("python train.py model=tiny", check_only=True))
+    assert checked[1:] == ["-m", "apt", "check", "model=tiny"]
