@@ -9,6 +9,9 @@ The layers, top to bottom:
 * :class:`FlashAttentionFunction` / :func:`flash_attention`: the differentiable op.
 * :func:`attention_ref`: the plain torch definition the kernels are tested against.
 
+On CUDA, block sizes are autotuned per (head dim, power-of-two bucket of the sequence
+length, causal, dot precision); ``APT_FLASH_AUTOTUNE=0`` uses the first config of each list.
+
 Tensors are ``(B, H, N, D)``: batch, heads, sequence, head dim. CPU tensors (or
 ``interpret=True``) run the same kernels under the Triton interpreter, which is slow and
 meant for tests and debugging.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Iterator
 
@@ -29,6 +33,9 @@ from triton.runtime.jit import JITFunction
 from apt.kernels import _flash_triton
 
 __all__ = [
+    "DKDV_CONFIGS",
+    "DQ_CONFIGS",
+    "FWD_CONFIGS",
     "SUPPORTED_DTYPES",
     "SUPPORTED_HEAD_DIMS",
     "FlashAttentionFunction",
@@ -53,31 +60,33 @@ _PREPROCESS_BLOCK_M = 64
 # --------------------------------------------------------------------------- kernels
 
 
-def _fwd_configs() -> list[triton.Config]:
-    # Hopper likes 128-row query tiles with 8 warps; older cards often prefer 64 x 64.
-    shapes = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2),
-              (128, 32, 4, 4), (64, 64, 4, 3), (64, 32, 4, 4), (128, 64, 8, 4)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in shapes]
+def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
 
 
-def _dkdv_configs() -> list[triton.Config]:
-    shapes = [(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 3),
-              (64, 64, 4, 3), (32, 128, 8, 2), (16, 128, 4, 3)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in shapes]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). The first entry of each list is the default when
+# autotuning is off; 128-row tiles with 8 warps suit Hopper's wgmma, 64-row tiles and
+# 4 warps suit older cards and small head dims.
+FWD_CONFIGS = _configs([(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2),
+                        (128, 32, 4, 4), (64, 64, 4, 3), (64, 32, 4, 4)])
+DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 3),
+                         (64, 64, 4, 3)])
+DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2),
+                       (128, 128, 8, 2)])
 
 
-def _dq_configs() -> list[triton.Config]:
-    shapes = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2),
-              (64, 32, 4, 3), (128, 128, 8, 2)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in shapes]
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
+    """Drop configs that cannot pay off for this call's constexprs.
 
-
-def _prune_for_head_dim(configs: list[triton.Config], named_args: dict, **_: object) -> list[triton.Config]:
-    """Drop tiles whose register footprint cannot fit at head dim 128 with 4 warps."""
-    head_dim = named_args.get("HEAD_DIM", 64)
+    fp32 (``DOT_PRECISION="ieee"``) products run on FMA units, not tensor cores: large tiles
+    spill and take minutes each to compile, so only the two smallest tiles are tried. At head
+    dim 128, large tiles with 4 warps exceed the register file.
+    """
+    args = {**named_args, **kwargs}  # constexprs arrive as keywords, pointers positionally
+    head_dim = args.get("HEAD_DIM", 64)
+    if args.get("DOT_PRECISION") == "ieee":
+        small = sorted(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
+        return small[:2]
     kept = [c for c in configs
             if not (head_dim >= 128 and c.num_warps == 4 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 128 * 64)]
     return kept or configs
@@ -96,7 +105,8 @@ def _as_interpreted(kernel: JITFunction | InterpretedFunction, interpreted: bool
 class _Kernels:
     """One copy of the kernels: compiled (autotuned) or interpreted (fixed blocks)."""
 
-    def __init__(self, interpreted: bool) -> None:
+    def __init__(self, interpreted: bool, fwd: list[triton.Config] = FWD_CONFIGS,
+                 dkdv: list[triton.Config] = DKDV_CONFIGS, dq: list[triton.Config] = DQ_CONFIGS) -> None:
         module = _flash_triton
         self.interpreted = interpreted
         self.preprocess = _as_interpreted(module.flash_bwd_preprocess_kernel, interpreted)
@@ -104,13 +114,10 @@ class _Kernels:
             self.fwd, self.dkdv, self.dq = (_as_interpreted(k, True) for k in (
                 module.flash_fwd_kernel, module.flash_bwd_dkdv_kernel, module.flash_bwd_dq_kernel))
         else:
-            prune = {"early_config_prune": _prune_for_head_dim}
-            self.fwd = triton.autotune(_fwd_configs(), key=_TUNE_KEY, prune_configs_by=prune)(
-                module.flash_fwd_kernel)
-            self.dkdv = triton.autotune(_dkdv_configs(), key=_TUNE_KEY, prune_configs_by=prune)(
-                module.flash_bwd_dkdv_kernel)
-            self.dq = triton.autotune(_dq_configs(), key=_TUNE_KEY, prune_configs_by=prune)(
-                module.flash_bwd_dq_kernel)
+            prune = {"early_config_prune": _prune}
+            self.fwd = triton.autotune(fwd, key=_TUNE_KEY, prune_configs_by=prune)(module.flash_fwd_kernel)
+            self.dkdv = triton.autotune(dkdv, key=_TUNE_KEY, prune_configs_by=prune)(module.flash_bwd_dkdv_kernel)
+            self.dq = triton.autotune(dq, key=_TUNE_KEY, prune_configs_by=prune)(module.flash_bwd_dq_kernel)
 
 
 def interpreter_enabled_globally() -> bool:
@@ -174,7 +181,10 @@ def _kernels(interpret: bool) -> _Kernels:
             _interpreted = _Kernels(interpreted=True)
         return _interpreted
     if _compiled is None:
-        _compiled = _Kernels(interpreted=False)
+        if os.environ.get("APT_FLASH_AUTOTUNE", "1") == "0":  # skip tuning: first config of each list
+            _compiled = _Kernels(False, FWD_CONFIGS[:1], DKDV_CONFIGS[:1], DQ_CONFIGS[:1])
+        else:
+            _compiled = _Kernels(interpreted=False)
     return _compiled
 
 
