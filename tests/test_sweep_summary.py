@@ -94,15 +94,21 @@ def test_read_metrics_takes_curve_steps_and_steady_throughput(tmp_path):
     assert m["steps"] == 4
     assert m["val_curve"] == [(2, 2.0), (4, 1.5)]
     assert m["tokens_per_s"] == 200  # median of 100, 300, 200: the first (warm-up) row is skipped
+    assert m["train_curve"] == [(1, 3.0), (2, 2.5), (3, 2.0), (4, 1.8)]
     assert read_metrics(tmp_path / "missing.csv") == {"steps": None, "tokens_per_s": None,
-                                                      "val_curve": []}
+                                                      "val_curve": [], "train_curve": []}
 
 
 def test_record_prefers_return_value_and_tracks_best(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,val_loss\n1,3.0\n2,1.0\n3,2.0\n")
     rec = JobRecord(job=0, overrides=["a=1"], status="completed", return_value=1.9)
-    rec.fill_from_metrics(tmp_path / "metrics.csv")
+    rec.fill_from_outputs(tmp_path)
     assert rec.final_val_loss == 1.9 and rec.best_val_loss == 1.0 and rec.steps == 3
+    # The app's summary.json, written when training ends, wins for steps and throughput.
+    (tmp_path / "summary.json").write_text('{"step": 4, "tokens_per_s": 123.5, "val_loss": 0.9,'
+                                           ' "best_val_loss": 0.8}')
+    rec.fill_from_outputs(tmp_path)
+    assert (rec.steps, rec.tokens_per_s, rec.final_val_loss, rec.best_val_loss) == (4, 123.5, 1.9, 0.8)
     rec.save(tmp_path)
     assert JobRecord.load(tmp_path / JOB_RECORD) == rec
 
@@ -115,7 +121,7 @@ def test_write_summary_reports_failed_and_dead_jobs(tmp_path):
         rec = JobRecord(job=i, overrides=[ov, "seed=1"], status=status,
                         return_value=1.5 if status == "completed" else None,
                         error="ValueError: boom" if status == "failed" else "")
-        rec.fill_from_metrics(d / "metrics.csv")
+        rec.fill_from_outputs(d)
         rec.save(d)
     paths = write_summary(tmp_path)
     rows = _summary_rows(tmp_path)

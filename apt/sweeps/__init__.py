@@ -9,6 +9,7 @@ from apt.sweeps.callback import SweepSummaryCallback
 from apt.sweeps.summary import (
     JOB_RECORD,
     METRICS_FILE,
+    RUN_SUMMARY,
     SUMMARY_COLUMNS,
     JobRecord,
     collect_records,
@@ -20,6 +21,7 @@ from apt.sweeps.summary import (
 __all__ = [
     "JOB_RECORD",
     "METRICS_FILE",
+    "RUN_SUMMARY",
     "SUMMARY_COLUMNS",
     "JobRecord",
     "SweepSummaryCallback",

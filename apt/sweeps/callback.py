@@ -132,21 +132,22 @@ class SweepSummaryCallback(Callback):
                 rec.error = f"job ended with status {job_return.status.name}"
             log.error("job %d (%s) failed: %s\n%s", rec.job, " ".join(rec.overrides),
                       rec.error, rec.traceback)
-        rec.fill_from_metrics(job_dir / self.metrics_file)
+        rec.fill_from_outputs(job_dir, self.metrics_file)
         rec.save(job_dir)
         if rec.status == "failed" and self.continue_on_failure:
             job_return.status = JobStatus.COMPLETED
             job_return.return_value = _failed_value(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         with _locked(sweep_dir):
-            write_summary(sweep_dir, final=False, plot=False)
+            write_summary(sweep_dir, final=False, plot=False, metrics_file=self.metrics_file)
 
     # -- in the launching process ------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         with _locked(sweep_dir):
-            paths = write_summary(sweep_dir, final=True, plot=self.plot)
-            records = collect_records(sweep_dir, final=True)
+            paths = write_summary(sweep_dir, final=True, plot=self.plot,
+                                  metrics_file=self.metrics_file)
+            records = collect_records(sweep_dir, final=True, metrics_file=self.metrics_file)
         bad = [r for r in records if r.status != "completed"]
         log.info("sweep summary: %s (%d jobs, %d not completed)", paths["md"], len(records),
                  len(bad))

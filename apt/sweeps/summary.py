@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "JOB_RECORD",
     "METRICS_FILE",
+    "RUN_SUMMARY",
     "SUMMARY_COLUMNS",
     "JobRecord",
     "collect_records",
@@ -37,6 +38,8 @@ __all__ = [
 JOB_RECORD = "apt_job.json"
 #: The trainer's per-log-step metrics file inside a job's output directory.
 METRICS_FILE = "metrics.csv"
+#: The app's end-of-run summary inside a job's output directory (absent if training failed).
+RUN_SUMMARY = "summary.json"
 #: Columns of ``summary.csv`` in order (``summary.md`` shows the same, minus ``dir``).
 SUMMARY_COLUMNS = (
     "job",
@@ -54,6 +57,7 @@ SUMMARY_COLUMNS = (
 # metrics.csv column names accepted for each quantity, first match wins.
 _STEP_COLUMNS = ("step",)
 _VAL_COLUMNS = ("val_loss", "val/loss")
+_TRAIN_COLUMNS = ("train_loss", "train/loss", "loss")
 _TOKS_COLUMNS = ("tokens_per_s", "tokens_per_sec", "tok_per_s", "throughput")
 
 
@@ -80,6 +84,7 @@ class JobRecord:
     steps: int | None = None
     tokens_per_s: float | None = None
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / JOB_RECORD
@@ -90,27 +95,48 @@ class JobRecord:
     def load(cls, path: str | os.PathLike[str]) -> JobRecord:
         data = json.loads(Path(path).read_text())
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["val_curve"] = [(int(s), float(v)) for s, v in known.get("val_curve", [])]
+        for key in ("val_curve", "train_curve"):
+            known[key] = [(int(s), float(v)) for s, v in known.get(key, [])]
         return cls(**known)
 
-    def fill_from_metrics(self, metrics_csv: str | os.PathLike[str]) -> None:
-        """Take steps, val-loss curve and throughput from the job's ``metrics.csv``.
+    def fill_from_outputs(self, job_dir: str | os.PathLike[str],
+                          metrics_file: str = METRICS_FILE) -> None:
+        """Fill steps, throughput and losses from what the job left in ``job_dir``.
 
-        The return value of the task (train.py returns the final val loss) wins over the
-        last logged val loss, because the trainer may run a last evaluation after its final
-        log row.
+        The curve comes from ``metrics.csv``; the app's ``summary.json`` (written when
+        training finishes) then wins for steps, throughput and best loss, because the
+        trainer evaluates once more after its last log row and measures throughput over the
+        whole run. The task's return value (train.py returns the final val loss) is the
+        final loss when there is one. A job that failed early has neither file.
         """
-        m = read_metrics(metrics_csv)
+        d = Path(job_dir)
+        m = read_metrics(d / metrics_file)
         self.val_curve = m["val_curve"]
+        self.train_curve = m["train_curve"]
         self.steps = m["steps"]
         self.tokens_per_s = m["tokens_per_s"]
         losses = [v for _, v in self.val_curve]
+        run = _read_json(d / RUN_SUMMARY)
+        if isinstance(run.get("step"), int):
+            self.steps = run["step"]
+        if _finite(run.get("tokens_per_s")):
+            self.tokens_per_s = float(run["tokens_per_s"])
         if _finite(self.return_value):
             self.final_val_loss = self.return_value
+        elif _finite(run.get("val_loss")):
+            self.final_val_loss = float(run["val_loss"])
         elif losses:
             self.final_val_loss = losses[-1]
-        finite = [v for v in [*losses, self.final_val_loss] if _finite(v)]
+        finite = [v for v in [*losses, self.final_val_loss, run.get("best_val_loss")] if _finite(v)]
         self.best_val_loss = min(finite) if finite else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _finite(x: Any) -> bool:
@@ -131,7 +157,7 @@ def _float(text: str | None) -> float | None:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a trainer ``metrics.csv`` into ``{"steps", "tokens_per_s", "val_curve"}``.
+    """Read a trainer ``metrics.csv`` into ``{"steps", "tokens_per_s", "val_curve", "train_curve"}``.
 
     Rows may leave columns empty (validation is logged less often than training loss), so
     each quantity is read from the rows that have it. ``tokens_per_s`` is the median over
@@ -139,7 +165,7 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
     start-up and compilation and would understate the steady rate. A missing file gives
     ``None``/empty values, not an error, because a job can fail before logging anything.
     """
-    out: dict[str, Any] = {"steps": None, "tokens_per_s": None, "val_curve": []}
+    out: dict[str, Any] = {"steps": None, "tokens_per_s": None, "val_curve": [], "train_curve": []}
     p = Path(path)
     if not p.is_file():
         return out
@@ -149,9 +175,11 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
         step_col = _pick(header, _STEP_COLUMNS)
         val_col = _pick(header, _VAL_COLUMNS)
         toks_col = _pick(header, _TOKS_COLUMNS)
+        train_col = _pick(header, _TRAIN_COLUMNS)
         steps: list[int] = []
         toks: list[float] = []
         curve: list[tuple[int, float]] = []
+        train: list[tuple[int, float]] = []
         for i, row in enumerate(reader):
             step = _float(row.get(step_col)) if step_col else float(i + 1)
             if step is not None:
@@ -159,22 +187,29 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
             val = _float(row.get(val_col)) if val_col else None
             if val is not None and step is not None:
                 curve.append((int(step), val))
+            tr = _float(row.get(train_col)) if train_col else None
+            if tr is not None and step is not None:
+                train.append((int(step), tr))
             tok = _float(row.get(toks_col)) if toks_col else None
             if tok is not None and math.isfinite(tok):
                 toks.append(tok)
     out["steps"] = max(steps) if steps else None
     out["val_curve"] = curve
+    out["train_curve"] = train
     if toks:
         steady = sorted(toks[1:] if len(toks) > 1 else toks)
         out["tokens_per_s"] = steady[len(steady) // 2]
     return out
 
 
-def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False) -> list[JobRecord]:
+def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False,
+                    metrics_file: str = METRICS_FILE) -> list[JobRecord]:
     """All job records under ``sweep_dir``, ordered by job number.
 
-    With ``final=True`` (the sweep is over) a record still marked ``running`` is reported
-    as ``incomplete``: its process ended without Hydra's ``on_job_end``.
+    With ``final=True`` (the sweep is over) each record is refreshed from its job's output
+    files (so a summary rebuilt later sees what the jobs left), and a record still marked
+    ``running`` is reported as ``incomplete``: its process ended without Hydra's
+    ``on_job_end``.
     """
     records = []
     for path in sorted(Path(sweep_dir).rglob(JOB_RECORD)):
@@ -184,6 +219,8 @@ def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False) -
             rec = JobRecord(job=-1, overrides=[], status="unreadable", error=f"{path}: {exc}")
         if not rec.dir:
             rec.dir = str(path.parent)
+        if final and rec.status != "unreadable":
+            rec.fill_from_outputs(path.parent, metrics_file)
         if final and rec.status == "running":
             rec.status = "incomplete"
             rec.error = rec.error or "the job's process ended before Hydra's on_job_end"
@@ -264,8 +301,13 @@ def _markdown(records: Sequence[JobRecord], sweep_dir: Path, plot: Path | None) 
 
 
 def _plot(records: Sequence[JobRecord], path: Path) -> Path | None:
+    """Validation loss of every job (solid, markers), with its train loss dashed behind.
+
+    The train curve matters when validation is sparse (a short run may validate only at
+    its end, one point per job).
+    """
     curves = [(r, lab) for r, lab in zip(records, varying_overrides(records), strict=True)
-              if r.val_curve]
+              if r.val_curve or r.train_curve]
     if not curves:
         return None
     import matplotlib
@@ -275,15 +317,21 @@ def _plot(records: Sequence[JobRecord], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for rec, label in curves:
-        steps, losses = zip(*rec.val_curve, strict=True)
-        style = "-" if rec.status == "completed" else ":"
         text = f"#{rec.job} " + (" ".join(label) or "(base)")
         if rec.status != "completed":
             text += f" [{rec.status}]"
-        ax.plot(steps, losses, style, marker="o", markersize=3, label=text)
+        color = None
+        if rec.val_curve:
+            steps, losses = zip(*rec.val_curve, strict=True)
+            (line,) = ax.plot(steps, losses, "-" if rec.status == "completed" else ":",
+                              marker="o", markersize=3, label=text)
+            color, text = line.get_color(), None
+        if rec.train_curve:
+            steps, losses = zip(*rec.train_curve, strict=True)
+            ax.plot(steps, losses, "--", color=color, alpha=0.35, linewidth=1, label=text)
     ax.set_xlabel("step")
-    ax.set_ylabel("validation loss")
-    ax.set_title("Validation loss per job")
+    ax.set_ylabel("loss")
+    ax.set_title("Validation loss per job (dashed: train loss)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -305,7 +353,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_summary(
-    sweep_dir: str | os.PathLike[str], *, final: bool = True, plot: bool = True
+    sweep_dir: str | os.PathLike[str], *, final: bool = True, plot: bool = True,
+    metrics_file: str = METRICS_FILE,
 ) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and (``plot=True``) ``val_loss.png`` in ``sweep_dir``.
 
@@ -313,7 +362,7 @@ def write_summary(
     a validation loss).
     """
     root = Path(sweep_dir)
-    records = collect_records(root, final=final)
+    records = collect_records(root, final=final, metrics_file=metrics_file)
     out: dict[str, Path] = {}
     png = _plot(records, root / "val_loss.png") if plot else None
     if png is not None:

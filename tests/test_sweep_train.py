@@ -1,0 +1,46 @@
+"""A real train.py multirun: one job trains, one fails its config check; the sweep summary
+still lists both, and submitit's local executor (the SLURM preset's code path) works too."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny", "data=synthetic", "trainer=debug", "trainer.max_steps=4",
+        "trainer.eval_every=2", "trainer.eval_batches=1", "trainer.log_every=2",
+        "data.num_tokens=4000", "optim.warmup_steps=1"]
+
+
+def _sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    sweep = tmp_path / "multirun"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", *TINY, *overrides,
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    return proc, sweep
+
+
+def _rows(sweep: Path) -> dict[str, dict[str, str]]:
+    with (sweep / "summary.csv").open(newline="") as fh:
+        return {r["overrides"].split()[-1]: r for r in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=slurm_local"]], ids=["basic", "submitit_local"])
+def test_train_sweep_with_a_failing_job_leaves_a_complete_summary(tmp_path, launcher):
+    proc, sweep = _sweep(tmp_path, "model.num_heads=2,3", *launcher)
+    assert proc.returncode == 1, proc.stderr[-4000:]  # a job failed; reported after the summary
+    rows = _rows(sweep)
+    ok, bad = rows["model.num_heads=2"], rows["model.num_heads=3"]
+    assert ok["status"] == "completed" and ok["steps"] == "4"
+    assert float(ok["final_val_loss"]) > 0 and float(ok["tokens_per_s"]) > 0
+    assert bad["status"] == "failed"
+    assert "d_model=32 is not divisible by num_heads=3" in bad["error"]
+    md = (sweep / "summary.md").read_text()
+    assert "2 jobs: 1 completed, 1 failed." in md
+    assert (sweep / "val_loss.png").stat().st_size > 0
