@@ -5,11 +5,11 @@ a cheap, slowly moving target that damps step-to-step noise (mean-teacher / BYOL
 Each step the plugin adds ``alpha * tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))``
 over the batch's logits with ``trainer.add_loss("align", ...)`` (the ``tau^2`` keeps the
 gradient scale independent of the temperature, as in distillation). ``metric: cosine`` or
-``l2`` compare logits (``on: logits``) or final hidden states (``on: hidden``) instead.
+``l2`` compare logits (``outputs: logits``) or final hidden states (``outputs: hidden``) instead.
 
 Options (conf/plugin/align.yaml): ``beta`` 0.999, ``alpha`` 0.35, ``alpha_from`` (name of a
 schedule entry ``alpha`` follows while training; used when the schedule has it),
-``tau_align`` 1.0, ``metric`` kl|cosine|l2, ``on`` logits|hidden.
+``tau_align`` 1.0, ``metric`` kl|cosine|l2, ``outputs`` logits|hidden.
 
 Lifecycle: the teacher snapshot is taken lazily at the first batch the plugin sees, so
 with ``moe`` enabled in the same or an earlier epoch it copies the upcycled model and
@@ -73,7 +73,7 @@ class AlignPlugin(Plugin):
         self.alpha_from: str | None = cfg.get("alpha_from", "align_alpha")
         self.tau = float(cfg.get("tau_align", 1.0))
         self.metric = str(cfg.get("metric", "kl"))
-        self.on = str(cfg.get("on", "logits"))
+        self.outputs = str(cfg.get("outputs", "logits"))
         self.teacher: nn.Module | None = None
         self.updates = 0
         self.snapshot_step: int | None = None
@@ -99,8 +99,8 @@ class AlignPlugin(Plugin):
             raise ValueError(f"align: tau_align must be > 0, got {self.tau}")
         if self.metric not in METRICS:
             raise ValueError(f"align: metric={self.metric!r} is not one of {list(METRICS)}")
-        if self.on not in TARGETS:
-            raise ValueError(f"align: on={self.on!r} is not one of {list(TARGETS)}")
+        if self.outputs not in TARGETS:
+            raise ValueError(f"align: outputs={self.outputs!r} is not one of {list(TARGETS)}")
         return True
 
     # -- teacher --------------------------------------------------------------------------
@@ -127,12 +127,12 @@ class AlignPlugin(Plugin):
         self._handles = []
 
     def _hook_hidden(self, model: nn.Module, teacher: nn.Module) -> None:
-        if self.on != "hidden":
+        if self.outputs != "hidden":
             return
         for key, m in (("student", model), ("teacher", teacher)):
             norm = getattr(m, "norm_f", None)
             if norm is None:
-                raise ValueError("align on=hidden needs a model with a final norm `norm_f`")
+                raise ValueError("align outputs=hidden needs a model with a final norm `norm_f`")
             self._handles.append(norm.register_forward_hook(self._capture(key)))
 
     def _capture(self, key: str) -> Any:
@@ -176,7 +176,7 @@ class AlignPlugin(Plugin):
     def on_batch_begin(
         self, model: nn.Module | None = None, step: int | None = None, **kwargs: Any
     ) -> None:
-        """Before the forward pass, so ``on: hidden`` captures the student's hidden states."""
+        """Before the forward pass, so ``outputs: hidden`` captures the student's hidden states."""
         if model is not None:
             self._ensure_teacher(model, step)
 
@@ -198,7 +198,7 @@ class AlignPlugin(Plugin):
         idx = batch[0] if isinstance(batch, list | tuple) else batch["input_ids"]  # (B, T)
         with torch.no_grad():
             t_logits, _ = teacher(idx)  # (B, T, V)
-        if self.on == "hidden":
+        if self.outputs == "hidden":
             student_out, teacher_out = self._hidden.pop("student"), self._hidden.pop("teacher")
         else:
             student_out = outputs[0] if isinstance(outputs, list | tuple) else outputs

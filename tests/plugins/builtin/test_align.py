@@ -72,7 +72,7 @@ def test_alpha_follows_the_schedule_and_hidden_metric_works():
     trainer = RecordingTrainer(model, opt)
     sched = Schedule({"align_alpha": {"start": 0.0, "end": 1.0, "by": "step"}}, max_steps=3)
     sched.step = 2
-    plugin = AlignPlugin({"on": "hidden", "metric": "cosine"})
+    plugin = AlignPlugin({"outputs": "hidden", "metric": "cosine"})
     x, y = batch()
     _step(plugin, model, opt, trainer, x, y, schedule=sched)
     _step(plugin, model, opt, trainer, x, y, schedule=sched)
@@ -131,7 +131,7 @@ def test_teacher_weights_survive_a_checkpoint():
         ({"alpha": -1}, "alpha"),
         ({"tau_align": 0}, "tau_align"),
         ({"metric": "js"}, "metric='js'"),
-        ({"on": "attn"}, "on='attn'"),
+        ({"outputs": "attn"}, "outputs='attn'"),
     ],
 )
 def test_config_errors(cfg, needle):
