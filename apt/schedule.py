@@ -83,52 +83,34 @@ class ParamSchedule:
     horizon: int | None = None
 
     def __post_init__(self) -> None:
+        where = f"schedule {self.name!r}"
         if self.by not in BYS:
-            raise ScheduleError(f"schedule {self.name!r}: by={self.by!r} is not one of {list(BYS)}")
+            raise ScheduleError(f"{where}: by={self.by!r} is not one of {list(BYS)}")
         if self.type not in TYPES:
-            raise ScheduleError(
-                f"schedule {self.name!r}: type={self.type!r} is not one of {list(TYPES)}"
-            )
-        for key in ("warmup", "cooldown"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ScheduleError(
-                    f"schedule {self.name!r}: {key} must be a non-negative integer, got {value!r}"
-                )
+            raise ScheduleError(f"{where}: type={self.type!r} is not one of {list(TYPES)}")
+        _check_int(f"{where}: warmup", self.warmup, 0)
+        _check_int(f"{where}: cooldown", self.cooldown, 0)
+        if self.horizon is not None:
+            _check_int(f"{where}: horizon", self.horizon, 1)
         if self.type == "exp" and (
             self.start == 0 or self.end == 0 or (self.start > 0) != (self.end > 0)
         ):
             raise ScheduleError(
-                f"schedule {self.name!r}: type='exp' needs start and end non-zero with the "
-                f"same sign, got start={self.start}, end={self.end}"
+                f"{where}: type='exp' needs start and end non-zero with the same sign, "
+                f"got start={self.start}, end={self.end}"
             )
-        if self.horizon is not None:
-            if (
-                not isinstance(self.horizon, int)
-                or isinstance(self.horizon, bool)
-                or self.horizon < 1
-            ):
-                raise ScheduleError(
-                    f"schedule {self.name!r}: horizon must be a positive integer, got {self.horizon!r}"
-                )
-            if 1 + self.warmup > self.horizon - self.cooldown:
-                raise ScheduleError(
-                    f"schedule {self.name!r}: warmup={self.warmup} + cooldown={self.cooldown} "
-                    f"leave no room to anneal within {self.horizon} {self.by}s"
-                )
 
     def value(self, position: int) -> float:
         """The value at ``position`` (1-based epoch or step); clamped outside [1, horizon]."""
         if self.start == self.end:
             return float(self.start)
         assert self.horizon is not None  # Schedule fills it in or refuses the entry
-        first, last = 1 + self.warmup, self.horizon - self.cooldown
-        if position <= first:
-            t = 0.0 if position < last else 1.0
-        elif position >= last:
-            t = 1.0
+        first = 1 + self.warmup
+        last = self.horizon - self.cooldown
+        if last <= first:  # no room left to anneal: switch from start to end after the warmup
+            t = 0.0 if position < first else 1.0
         else:
-            t = (position - first) / (last - first)
+            t = min(max((position - first) / (last - first), 0.0), 1.0)
         if self.type == "linear":
             return self.start + (self.end - self.start) * t
         if self.type == "cosine":
@@ -180,8 +162,7 @@ class Schedule:
 
     # -- parsing ------------------------------------------------------------------------
     def _add_enablement(self, key: str, plugin: str, by: str, value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ScheduleError(f"schedule {key}: expected a {by} number >= 1, got {value!r}")
+        _check_int(f"schedule {key}", value, 1)
         if plugin in self.enable_at and self.enable_at[plugin][0] != by:
             raise ScheduleError(
                 f"schedule: plugin {plugin!r} is scheduled both by epoch and by step; keep one"
@@ -487,12 +468,14 @@ def register_resolver() -> None:
         OmegaConf.register_new_resolver("schedule", _resolve, use_cache=False)
 
 
-def _positive_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ScheduleError(f"{name} must be a positive integer or None, got {value!r}")
+def _check_int(what: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ScheduleError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _positive_or_none(name: str, value: Any) -> int | None:
+    return None if value is None else _check_int(name, value, 1)
 
 
 def _plain(value: Any) -> Any:

@@ -68,6 +68,11 @@ def test_warmup_and_cooldown_hold_the_ends():
     assert [s.get("a", step=k) for k in (7, 8, 10)] == [1.0, 1.0, 1.0]
 
 
+def test_warmup_longer_than_the_run_switches_after_it():
+    s = Schedule({"a": {"start": 1.0, "end": 0.0, "warmup": 3}}, max_epochs=3)
+    assert [s.get("a", epoch=e) for e in (1, 2, 3, 4, 5)] == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
 def test_own_horizon_and_constants():
     s = Schedule({"a": {"start": 2.0, "end": 0.0, "by": "step", "horizon": 3}, "z": 0.01})
     assert s.get("a", step=3) == 0.0 and s.get("a", step=2) == pytest.approx(1.0)
@@ -176,9 +181,9 @@ def test_state_dict_restores_position_and_values():
         ({"t": {"start": 1, "end": 0, "type": "step"}}, {"max_epochs": 2}, "type='step'"),
         ({"t": {"start": 1, "end": 0, "by": "step"}}, {"max_epochs": 2}, "horizon is unknown"),
         ({"t": {"start": 0, "end": 1, "type": "exp"}}, {"max_epochs": 2}, "non-zero"),
-        ({"t": {"start": 1, "end": 0, "warmup": 3}}, {"max_epochs": 3}, "no room"),
+        ({"t": {"start": 1, "end": 0, "warmup": -1}}, {"max_epochs": 3}, "warmup must be"),
         ({"t": {"start": 1, "end": 0, "stop": 3}}, {"max_epochs": 3}, "unknown keys ['stop']"),
-        ({"enable_moe_at_epoch": 0}, {}, ">= 1"),
+        ({"enable_moe_at_epoch": 0}, {}, "integer >= 1, got 0"),
         ({"enable_moe_at_epoch": 2, "enable_moe_at_step": 9}, {}, "both by epoch and by step"),
         ({"t": "fast"}, {}, "expected a number or a mapping"),
     ],
