@@ -64,7 +64,14 @@ def _key(override: str) -> str:
 
 
 def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> str:
-    """Run train.py from the repo with the TINY sizes (keys the command sets itself win)."""
+    """Run train.py from the repo with the TINY sizes (keys the command sets itself win).
+
+    Only the first command of a shell list (``a || b``, ``a | b``) is rewritten.
+    """
+    parts = re.split(r"\s+(\|\||&&|\||;)\s+", cmd, maxsplit=1)
+    if len(parts) == 3:
+        head, sep, tail = parts
+        return f"{shrink(head, compose_only, check_only)} {sep} {tail}"
     words = shlex.split(cmd)
     if words[:2] != ["python", "train.py"]:
         return cmd.replace("python ", f"{shlex.quote(sys.executable)} ", 1) \
@@ -73,7 +80,8 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
     if check_only:
         return shlex.join([sys.executable, "-m", "apt", "check", *args])
     given = {_key(a) for a in args if "=" in a}
-    args += [f"{k}={v}" for k, v in TINY.items() if k not in given]
+    flags = next((i for i, a in enumerate(args) if a.startswith("--")), len(args))
+    args[flags:flags] = [f"{k}={v}" for k, v in TINY.items() if k not in given]
     if compose_only:
         args = [a for a in args if a not in ("-m", "--multirun")] + ["--cfg", "hydra"]
     return shlex.join([sys.executable, str(REPO / "train.py"), *args])
@@ -118,5 +126,9 @@ def test_shrink_keeps_what_the_example_sets() -> None:
     assert "model=tiny" not in args and "trainer.max_steps=6" not in args and "data=synthetic" in args
     composed = shlex.split(shrink("python train.py -m hydra/launcher=slurm seed=1,2", True))
     assert "-m" not in composed and composed[-2:] == ["--cfg", "hydra"]
+    piped = shrink('python train.py -m seed=1,2 || echo "failed"')
+    assert piped.endswith(' || echo "failed"') and "model=tiny" in piped
+    cfg_job = shlex.split(shrink("python train.py model=small --cfg job"))
+    assert cfg_job[2] == "model=small" and cfg_job[-2:] == ["--cfg", "job"]
     checked = shlex.split(shrink("python train.py model=tiny", check_only=True))
     assert checked[1:] == ["-m", "apt", "check", "model=tiny"]
