@@ -16,7 +16,8 @@ Config formats (conf/):
   provider.attention.name=my_attention``.
 - ``plugin/<name>.yaml``: ``<name>: {_target_: <Plugin class>, ...options}``; the group is
   a list (``plugin=[moe,align]``). ``_target_`` may be left out for a plugin the manager
-  knows by name (built-in or entry point): ``+plugin.my_plugin={}``.
+  knows by name (built-in or entry point): ``+plugin.my_plugin={}``. Relative paths in
+  plugin options named ``*_file`` or ``*_dir`` are taken relative to the run directory.
 """
 
 from __future__ import annotations
@@ -288,6 +289,8 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
         out_dir = _hydra_output_dir()
 
     pm = plugin_manager if plugin_manager is not None else new_plugin_manager(t_cfg["strict_hooks"])
+    if out_dir is not None:
+        plugins_cfg = {n: _in_run_dir(o, Path(out_dir)) for n, o in plugins_cfg.items()}
     problems = load_plugins(pm, plugins_cfg)
     if problems:
         raise ConfigProblems(problems)
@@ -502,6 +505,16 @@ def _import_target(target: str) -> Any:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _in_run_dir(options: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Relative ``*_file`` / ``*_dir`` plugin options point into the run directory."""
+    out = dict(options)
+    for key, value in options.items():
+        if (key.endswith("_file") or key.endswith("_dir")) and isinstance(value, str) and value \
+                and not Path(value).is_absolute():
+            out[key] = str(out_dir / value)
+    return out
 
 
 def _conf_options(group: str) -> list[str]:

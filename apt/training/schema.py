@@ -65,6 +65,7 @@ class TrainerConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     eval_every: int = 200  # steps; also at the end of every epoch and of training
     eval_batches: int = 20
+    eval_on_epoch_end: bool = True  # also evaluate when an epoch ends (for on_epoch_end metrics)
     log_every: int = 50  # steps between progress/metrics.csv rows
     checkpoint_every: int | None = None  # steps; None: only at the end (and on SIGINT/SIGTERM)
     keep_last: int = 2

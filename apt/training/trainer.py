@@ -30,7 +30,7 @@ schedule, epoch, step`` go with every event)::
             every eval_every: on_validation_begin(); eval; on_validation_end(metrics)
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
             stop if trainer.should_stop, a plugin's should_stop, or SIGINT/SIGTERM
-        (eval if not just done); on_epoch_end(epoch, metrics)
+        (eval if eval_on_epoch_end and not just done); on_epoch_end(epoch, metrics)
     (final eval if not just done); save; on_checkpoint_save(checkpoint_path)
     on_train_end(metrics)
 
@@ -233,7 +233,7 @@ class Trainer:
                     bar.update(1)
                 self._after_step(bar)
             if self.steps_in_epoch >= self.steps_per_epoch:
-                if self.last_val_step != self.step:
+                if self.config.eval_on_epoch_end and self.last_val_step != self.step:
                     self.validate()
                 self._record()
                 self.fire("on_epoch_end", epoch=self.epoch, metrics=dict(self.metrics))
@@ -318,7 +318,8 @@ class Trainer:
 
     def _flush_epoch_metrics(self) -> None:
         """Values logged in ``on_epoch_end`` describe the epoch just ended: put them in its last row."""
-        if self._extra_metrics and self.metrics_logger.rows:
+        rows = self.metrics_logger.rows
+        if self._extra_metrics and rows and rows[-1].get("step") == self.step:
             values = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in self._extra_metrics.items()}
             self.metrics_logger.update_last(**values)
             self._extra_metrics = {}
