@@ -11,7 +11,8 @@ Conventions of the user docs (docs/benchmarks.md, a results page, is not checked
   steps. ```` ```bash check-only ```` blocks (variations on a theme) are validated
   instead of trained: each ``python train.py ARGS`` runs as ``python -m apt check ARGS``,
   which composes and checks exactly as train.py does. ```` ```bash compose-only ````
-  blocks (cluster submissions) run with ``--cfg hydra`` instead of launching.
+  blocks (cluster submissions) are composed instead of launched: the first value of each
+  swept key, with ``--cfg hydra``.
 - ```` ```python ```` blocks of one page run in order as one script (later blocks use
   what earlier ones defined), after the bash blocks.
 - ```` ```yaml ```` and ```` ```toml ```` blocks must parse.
@@ -63,6 +64,14 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _first_value(override: str) -> str:
+    """``key=a,b`` -> ``key=a`` (a sweep's first value); lists ``[a,b]`` are left alone."""
+    key, eq, value = override.partition("=")
+    if eq and "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
+        return f"{key}={value.split(',')[0]}"
+    return override
+
+
 def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> str:
     """Run train.py from the repo with the TINY sizes (keys the command sets itself win).
 
@@ -82,8 +91,8 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
     given = {_key(a) for a in args if "=" in a}
     flags = next((i for i, a in enumerate(args) if a.startswith("--")), len(args))
     args[flags:flags] = [f"{k}={v}" for k, v in TINY.items() if k not in given]
-    if compose_only:
-        args = [a for a in args if a not in ("-m", "--multirun")] + ["--cfg", "hydra"]
+    if compose_only:  # one combination of the sweep, composed: `--cfg` excludes `-m`
+        args = [_first_value(a) for a in args if a not in ("-m", "--multirun")] + ["--cfg", "hydra"]
     return shlex.join([sys.executable, str(REPO / "train.py"), *args])
 
 
@@ -124,8 +133,9 @@ def test_shrink_keeps_what_the_example_sets() -> None:
     args = shlex.split(cmd)[2:]
     assert args[:4] == ["-m", "model=small", "seed=1,2", "trainer.max_steps=30"]
     assert "model=tiny" not in args and "trainer.max_steps=6" not in args and "data=synthetic" in args
-    composed = shlex.split(shrink("python train.py -m hydra/launcher=slurm seed=1,2", True))
+    composed = shlex.split(shrink("python train.py -m hydra/launcher=slurm seed=1,2 plugin=[a,b]", True))
     assert "-m" not in composed and composed[-2:] == ["--cfg", "hydra"]
+    assert "seed=1" in composed and "plugin=[a,b]" in composed
     piped = shrink('python train.py -m seed=1,2 || echo "failed"')
     assert piped.endswith(' || echo "failed"') and "model=tiny" in piped
     cfg_job = shlex.split(shrink("python train.py model=small --cfg job"))
