@@ -22,6 +22,7 @@ no-grad forward per step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Mapping
@@ -196,7 +197,13 @@ class AlignPlugin(Plugin):
         alpha = self.current_alpha(schedule)
         teacher = self._ensure_teacher(model, step)
         idx = batch[0] if isinstance(batch, list | tuple) else batch["input_ids"]  # (B, T)
-        with torch.no_grad():
+        dtype = getattr(trainer, "autocast_dtype", None)  # the student's precision (bf16 on CUDA)
+        amp = (
+            torch.autocast(idx.device.type, dtype=dtype)
+            if dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), amp:
             t_logits, _ = teacher(idx)  # (B, T, V)
         if self.outputs == "hidden":
             student_out, teacher_out = self._hidden.pop("student"), self._hidden.pop("teacher")
