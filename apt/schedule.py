@@ -19,8 +19,7 @@ the position (:meth:`Schedule.state_dict`) reads exactly the values it would hav
 The trainer calls :meth:`Schedule.apply` before each epoch's ``on_epoch_begin``
 (``by="epoch"``) and before each step (``by="step"``). It enables/disables scheduled
 plugins, publishes the current values in ``trainer.schedule_values``, logs them as
-``schedule/<name>`` metrics and calls the callbacks registered with :meth:`Schedule.bind`
-(the ``moe`` plugin binds ``route_temp`` to its routers' temperature this way).
+``schedule/<name>`` metrics and calls the callbacks registered with :meth:`Schedule.bind`.
 
 Config interpolation: importing this module registers the OmegaConf resolver
 ``${schedule:NAME}`` (or ``${schedule:NAME,DEFAULT}``). It is not cached: while a
@@ -28,8 +27,10 @@ schedule is active (:meth:`Schedule.activate`, done by :meth:`apply`) it returns
 schedule's value at the current position, so a config node kept as an OmegaConf object
 reads a live value on every access. Before training (nothing active) it reads the entry's
 ``start`` from the root config's ``schedule:`` section, so a config that is resolved once
-into a plain dict holds the starting value; plugins that must follow a value while
-training bind to it instead (``Schedule.bind``).
+into a plain dict holds the starting value. Plugins that follow a value while training
+read it from the ``schedule`` every hook receives: ``moe`` sets its routers' temperature
+from the entry named by its ``temperature_from`` option (default ``route_temp``), ``align``
+its loss weight from ``alpha_from`` (default ``align_alpha``).
 
 No torch here: the schedule is checked together with the rest of the config.
 """
@@ -159,6 +160,7 @@ class Schedule:
         self.step: int | None = None
         self._bindings: dict[str, list[Callable[[float], Any]]] = {}
         self._plugin_state: dict[str, bool] = {}
+        self._checked_run = False
 
     # -- parsing ------------------------------------------------------------------------
     def _add_enablement(self, key: str, plugin: str, by: str, value: Any) -> None:
@@ -243,10 +245,6 @@ class Schedule:
             return float(param.start)
         return param.value(self._position(param.by, epoch, step, what=name))
 
-    def values(self, epoch: int | None = None, step: int | None = None) -> dict[str, float]:
-        """All parameter values at the given (or recorded) position."""
-        return {name: self.get(name, epoch=epoch, step=step) for name in self.params}
-
     def _position(self, by: str, epoch: int | None, step: int | None, *, what: str) -> int:
         position = (
             (epoch if epoch is not None else self.epoch)
@@ -276,6 +274,35 @@ class Schedule:
                 stacklevel=2,
             )
         return unused
+
+    def unreachable(self, trainer: Any) -> list[str]:
+        """Entries the run as configured never gets to, one readable line each.
+
+        The run's real length is ``trainer.max_steps`` optimizer steps of
+        ``trainer.steps_per_epoch`` each, which can end before ``max_epochs`` (a default
+        ``max_steps`` caps a long epoch count): a plugin enabled later never turns on, and
+        an epoch anneal stops short of its ``end``. :meth:`apply` logs these once.
+        """
+        steps, per_epoch = (
+            getattr(trainer, "max_steps", None),
+            getattr(trainer, "steps_per_epoch", None),
+        )
+        if not isinstance(steps, int) or not isinstance(per_epoch, int) or per_epoch < 1:
+            return []
+        epochs = -(-steps // per_epoch)
+        why = f"the run ends after {steps} steps, in epoch {epochs} ({per_epoch} steps per epoch)"
+        out = []
+        for plugin, (by, at) in self.enable_at.items():
+            if at > (epochs if by == "epoch" else steps):
+                out.append(f"enable_{plugin}_at_{by}: {at} is never reached: {why}")
+        for name, p in self.params.items():
+            last = epochs if p.by == "epoch" else steps
+            if p.start != p.end and p.horizon is not None and p.horizon - p.cooldown > last:
+                out.append(
+                    f"{name} anneals until {p.by} {p.horizon - p.cooldown} but {why}; "
+                    f"it stops at {p.value(last):.4g} instead of {p.end:.4g}"
+                )
+        return out
 
     def table(self, by: str = "epoch", positions: Iterable[int] | None = None) -> str:
         """Timeline as a text table: one row per epoch (or step), values and enabled plugins.
@@ -316,12 +343,6 @@ class Schedule:
                 f"cannot bind {name!r}: no such schedule entry; have {sorted(self.params)}"
             )
         self._bindings.setdefault(name, []).append(callback)
-
-    def unbind(self, name: str, callback: Callable[[float], Any]) -> None:
-        """Remove a callback registered with :meth:`bind` (no error when absent)."""
-        callbacks = self._bindings.get(name, [])
-        if callback in callbacks:
-            callbacks.remove(callback)
 
     def activate(self) -> Schedule:
         """Make this the schedule that ``${schedule:NAME}`` resolves against."""
@@ -376,6 +397,10 @@ class Schedule:
         if step is not None:
             self.step = int(step)
         self.activate()
+        if not self._checked_run:
+            self._checked_run = True
+            for problem in self.unreachable(trainer):
+                log.warning("schedule: %s", problem)
         plugins = getattr(trainer, "plugins", None)
         if plugins is not None:
             self.sync_plugins(plugins)
@@ -393,6 +418,9 @@ class Schedule:
             values.update(current)
         else:
             trainer.schedule_values = dict(current)
+        if by == "epoch" and published:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in published.items())
+            log.info("schedule: epoch %s: %s", self.epoch, shown)
         log_metric = getattr(trainer, "log_metric", None)
         for name, value in published.items():
             if log_metric is not None:

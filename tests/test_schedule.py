@@ -251,3 +251,21 @@ def test_no_torch_import():
 def test_param_schedule_validates_directly():
     with pytest.raises(ScheduleError, match="warmup must be"):
         ParamSchedule("x", 0.0, 1.0, warmup=-1, horizon=4)
+
+
+def test_unreachable_entries_are_reported_once(caplog):
+    s = Schedule({"enable_moe_at_epoch": 2, "route_temp": {"start": 1.5, "end": 0.8}}, max_epochs=4)
+    tr = FakeTrainer(["moe"])
+    tr.max_steps, tr.steps_per_epoch = 1000, 2292  # max_steps ends the run inside epoch 1
+    problems = s.unreachable(tr)
+    assert problems[0].startswith(
+        "enable_moe_at_epoch: 2 is never reached: the run ends after 1000"
+    )
+    assert "stops at 1.5 instead of 0.8" in problems[1]
+    with caplog.at_level("INFO", logger="apt.schedule"):
+        s.apply(tr, epoch=1)
+        s.apply(tr, epoch=1)
+    assert caplog.text.count("is never reached") == 1
+    assert "schedule: epoch 1: route_temp=1.5" in caplog.text
+    tr.max_steps = 4 * 2292
+    assert s.unreachable(tr) == []
