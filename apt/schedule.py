@@ -200,16 +200,8 @@ class Schedule:
                 f"schedule {name!r} anneals by {by} but the horizon is unknown: set "
                 f"trainer.max_{by}s or give the entry its own 'horizon'"
             )
-        return ParamSchedule(
-            name,
-            start,
-            end,
-            by=by,
-            type=spec.get("type", "linear"),
-            warmup=spec.get("warmup", 0),
-            cooldown=spec.get("cooldown", 0),
-            horizon=horizon,
-        )
+        shape = {k: spec[k] for k in ("type", "warmup", "cooldown") if k in spec}
+        return ParamSchedule(name, start, end, by=by, horizon=horizon, **shape)
 
     # -- queries ------------------------------------------------------------------------
     @property
@@ -246,11 +238,8 @@ class Schedule:
         return param.value(self._position(param.by, epoch, step, what=name))
 
     def _position(self, by: str, epoch: int | None, step: int | None, *, what: str) -> int:
-        position = (
-            (epoch if epoch is not None else self.epoch)
-            if by == "epoch"
-            else (step if step is not None else self.step)
-        )
+        given, recorded = (epoch, self.epoch) if by == "epoch" else (step, self.step)
+        position = given if given is not None else recorded
         if position is None:
             raise ScheduleError(
                 f"schedule {what!r} counts by {by}: pass {by}= (no position recorded)"
@@ -283,10 +272,8 @@ class Schedule:
         ``max_steps`` caps a long epoch count): a plugin enabled later never turns on, and
         an epoch anneal stops short of its ``end``. :meth:`apply` logs these once.
         """
-        steps, per_epoch = (
-            getattr(trainer, "max_steps", None),
-            getattr(trainer, "steps_per_epoch", None),
-        )
+        steps = getattr(trainer, "max_steps", None)
+        per_epoch = getattr(trainer, "steps_per_epoch", None)
         if not isinstance(steps, int) or not isinstance(per_epoch, int) or per_epoch < 1:
             return []
         epochs = -(-steps // per_epoch)
@@ -466,9 +453,7 @@ def _resolve(name: str, default: Any = _NO_DEFAULT, *, _root_: Any = None) -> An
             return active.get(name)
         except ScheduleError:
             return active.params[name].start
-    section = None
-    if _root_ is not None:
-        section = _root_.get("schedule", None)
+    section = _root_.get("schedule", None) if _root_ is not None else None
     if section is not None and name in section:
         spec = section[name]
         if isinstance(spec, int | float) and not isinstance(spec, bool):
@@ -477,11 +462,8 @@ def _resolve(name: str, default: Any = _NO_DEFAULT, *, _root_: Any = None) -> An
             return float(spec["start"])
     if default is not _NO_DEFAULT:
         return default
-    have = (
-        sorted(active.params)
-        if active is not None
-        else sorted(k for k in (section or {}) if not _ENABLE_RE.match(str(k)))
-    )
+    names = active.params if active is not None else (section or {})
+    have = sorted(k for k in names if not _ENABLE_RE.match(str(k)))
     raise ScheduleError(
         f"${{schedule:{name}}}: no schedule entry {name!r} (scheduled values: {have or 'none'}); "
         f"add it to the schedule or give a default: ${{schedule:{name},DEFAULT}}"
