@@ -310,7 +310,20 @@ class MoEPlugin(Plugin):
             self._measure = True
         self._set_temperature(schedule)
 
-    def on_step_begin(self, schedule: Any = None, **kwargs: Any) -> None:
+    def on_step_begin(
+        self,
+        model: nn.Module | None = None,
+        optimizer: Any = None,
+        schedule: Any = None,
+        epoch: int | None = None,
+        step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Enabled mid-epoch (``enable_moe_at_step``): upcycle before this step's forward.
+        if model is not None and not self.upcycled:
+            self.on_epoch_begin(
+                model=model, optimizer=optimizer, schedule=schedule, epoch=epoch, step=step
+            )
         # Every step, not only at epoch starts: a run resumed mid-epoch gets no
         # on_epoch_begin, and a ``by: step`` temperature changes between epochs.
         if self._routers:
@@ -327,6 +340,7 @@ class MoEPlugin(Plugin):
         ):
             self._measure = False
             self.upcycle_loss_delta = self.measure_jump(model, batch[0], batch[1])
+            self._dense = {}  # measured: the dense FFNs are no longer needed
             if self.upcycle_loss_delta > self.max_upcycle_jump:
                 log.warning(
                     "moe: loss changed by %+.4f at the upcycle (bound max_upcycle_jump=%g); "
@@ -404,6 +418,7 @@ class MoEPlugin(Plugin):
         """Rebuild the MoE layout recorded in the checkpoint before its weights are loaded."""
         if self.upcycled and model is not None and not self._moe_present(model):
             self.upcycle(model, optimizer, noise=0.0, **self.upcycled_at)
+            self._dense = {}  # weights come from the checkpoint; nothing to measure
 
     def _moe_present(self, model: nn.Module) -> bool:
         from apt.providers.moe import MoELayer

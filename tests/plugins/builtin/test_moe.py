@@ -173,3 +173,14 @@ def test_checkpoint_before_upcycle_keeps_dense_and_mismatch_is_an_error():
 def test_config_errors(cfg, needle):
     with pytest.raises(ValueError, match=needle):
         MoEPlugin({"num_experts": 4, **cfg}).validate_config()
+
+
+def test_step_scheduled_plugin_upcycles_before_its_first_step():
+    model = tiny_model()
+    opt = _adamw(model)
+    plugin = _plugin()
+    x, y = batch()
+    plugin.on_step_begin(model=model, optimizer=opt, step=7, epoch=1)
+    assert plugin.upcycled and plugin.upcycled_at == {"epoch": 1, "step": 7}
+    plugin.on_batch_begin(batch=(x, y), model=model)
+    assert plugin.upcycle_loss_delta == pytest.approx(0.0, abs=1e-5) and plugin._dense == {}
