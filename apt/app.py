@@ -439,7 +439,10 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
              trainer.max_steps, trainer.steps_per_epoch, epochs, trainer.tokens_per_step,
              pm.list_plugins() or "none")
     t_start = time.perf_counter()
-    summary = trainer.fit(resume_from=plain.get("ckpt_path"), auto_resume=bool(t_cfg["resume"]))
+    try:
+        summary = trainer.fit(resume_from=plain.get("ckpt_path"), auto_resume=bool(t_cfg["resume"]))
+    finally:
+        trainer.schedule.deactivate()  # ${schedule:...} must not read this run's values later
     wall = time.perf_counter() - t_start
     val = summary["val_loss"]
     log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %.4f | "
