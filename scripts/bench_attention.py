@@ -16,6 +16,10 @@ backward (five matmuls). Times are medians of ``triton.testing.do_bench``; the b
 timed alone (``out.backward`` on a retained graph). The last columns are apt / sdpa-flash.
 The table also goes to ``--out`` (default ``$OUT`` when set) as markdown. Without CUDA the
 script says so and exits 0.
+
+``--compile-report [ARCH]`` needs no GPU: it compiles every autotuning config of every
+kernel for ``sm_ARCH`` (default 90) and prints registers, stack (spill) bytes, shared memory
+and whether wgmma is used (run it without ``TRITON_INTERPRET=1``).
 """
 
 from __future__ import annotations
@@ -101,6 +105,20 @@ def _ratio(a: str, b: str) -> str:
         return "-"
 
 
+def _compile_report(arch: int, head_dims: list[int]) -> int:
+    from apt.kernels.flash_compile import KERNELS, compile_kernel
+
+    print(f"sm_{arch}, bf16, non-causal: registers / stack bytes (spills) / shared bytes / wgmma")
+    print("| D | kernel | tile warps stages | registers | stack | shared | wgmma |\n|---|---|---|---|---|---|---|")
+    for head_dim in head_dims:
+        for name, (_, configs) in KERNELS.items():
+            for config in configs:
+                r = compile_kernel(name, config, arch=arch, head_dim=head_dim)
+                print(f"| {head_dim} | {r.kernel} | {r.config} | {r.registers} | {r.stack_bytes} | "
+                      f"{r.shared_bytes} | {r.uses_wgmma} |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
@@ -109,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=2048, help="H*D")
     parser.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for bench_attention.md")
+    parser.add_argument("--compile-report", type=int, nargs="?", const=90, metavar="ARCH",
+                        help="no GPU needed: per-config registers/spills for sm_ARCH (default 90)")
     args = parser.parse_args(argv)
+    if args.compile_report is not None:
+        return _compile_report(args.compile_report, args.head_dims)
 
     if not torch.cuda.is_available():
         print("bench_attention: no CUDA GPU on this machine; nothing measured.")

@@ -27,6 +27,15 @@ LOG2E = tl.constexpr(1.4426950408889634)  # scores use exp2: exp(x) == exp2(x * 
 
 
 @triton.jit
+def _row_block(CAUSAL: tl.constexpr):
+    """This program's query block. Causal: the last (longest) blocks are launched first,
+    so the short ones fill the tail of the grid instead of leaving SMs idle."""
+    if CAUSAL:
+        return tl.num_programs(0) - 1 - tl.program_id(0)
+    return tl.program_id(0)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_d, lo, hi, qk_scale, N_CTX,
                BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
@@ -34,15 +43,17 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_kd, stride_vn
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        kT_ptrs = K_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # (D, BN)
+        # K is loaded row-major like V and transposed in registers: loading K^T through
+        # pointers directly cost ~200 bytes of spills per thread at head dim 128 (sm_90).
+        k_ptrs = K_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd  # (BN, D)
         v_ptrs = V_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # (BN, D)
         if MASKED:
-            kT = tl.load(kT_ptrs, mask=offs_n[None, :] < N_CTX, other=0.0)
+            k = tl.load(k_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0)
             v = tl.load(v_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0)
         else:
-            kT = tl.load(kT_ptrs)
+            k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        qk = tl.dot(q, kT, input_precision=DOT_PRECISION)  # (BM, BN) fp32
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BM, BN) fp32
         if MASKED:
             keep = offs_n[None, :] < N_CTX
             if CAUSAL:
@@ -72,7 +83,7 @@ def flash_fwd_kernel(Q, K, V, Out, LSE, sm_scale,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # N_CTX_KEY (a power-of-two bucket of N_CTX) is read by the autotuner only.
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = _row_block(CAUSAL) * BLOCK_M
     off_hz = tl.program_id(1)
     off_z = (off_hz // H).to(tl.int64)
     off_h = (off_hz % H).to(tl.int64)
@@ -144,20 +155,20 @@ def _bwd_dkdv_inner(dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base,
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        qT_ptrs = Q_base + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd  # (D, BM)
+        q_ptrs = Q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd  # (BM, D)
         do_ptrs = DO_base + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd  # (BM, D)
         if MASKED:
             row_ok = offs_m < N_CTX
-            qT = tl.load(qT_ptrs, mask=row_ok[None, :], other=0.0)
+            q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
             do = tl.load(do_ptrs, mask=row_ok[:, None], other=0.0)
             lse = tl.load(LSE_base + offs_m, mask=row_ok, other=0.0)
             delta = tl.load(DELTA_base + offs_m, mask=row_ok, other=0.0)
         else:
-            qT = tl.load(qT_ptrs)
+            q = tl.load(q_ptrs)
             do = tl.load(do_ptrs)
             lse = tl.load(LSE_base + offs_m)
             delta = tl.load(DELTA_base + offs_m)
-        qkT = tl.dot(k, qT, input_precision=DOT_PRECISION)  # (BN, BM)
+        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)  # (BN, BM)
         pT = tl.math.exp2(qkT * qk_scale - lse[None, :])
         if MASKED:
             keep = offs_m[None, :] < N_CTX
@@ -167,7 +178,7 @@ def _bwd_dkdv_inner(dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base,
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BN, BM)
         dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PRECISION)
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     return dk, dv
 
 
@@ -243,25 +254,25 @@ def _bwd_dq_inner(dq, q, do, lse, delta, K_base, V_base, stride_kn, stride_kd,
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        kT_ptrs = K_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # (D, BN)
-        vT_ptrs = V_base + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd  # (D, BN)
+        k_ptrs = K_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd  # (BN, D)
+        v_ptrs = V_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # (BN, D)
         if MASKED:
-            col_ok = offs_n[None, :] < N_CTX
-            kT = tl.load(kT_ptrs, mask=col_ok, other=0.0)
-            vT = tl.load(vT_ptrs, mask=col_ok, other=0.0)
+            col_ok = offs_n[:, None] < N_CTX
+            k = tl.load(k_ptrs, mask=col_ok, other=0.0)
+            v = tl.load(v_ptrs, mask=col_ok, other=0.0)
         else:
-            kT = tl.load(kT_ptrs)
-            vT = tl.load(vT_ptrs)
-        qk = tl.dot(q, kT, input_precision=DOT_PRECISION)  # (BM, BN)
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BM, BN)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASKED:
             keep = offs_n[None, :] < N_CTX
             if CAUSAL:
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
             p = tl.where(keep, p, 0.0)
-        dp = tl.dot(do, vT, input_precision=DOT_PRECISION)  # (BM, BN)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BM, BN)
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=DOT_PRECISION)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
     return dq
 
 
@@ -276,7 +287,7 @@ def flash_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale,
                         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One program owns BLOCK_M queries and sweeps the key blocks they attend to."""
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = _row_block(CAUSAL) * BLOCK_M
     off_hz = tl.program_id(1)
     off_z = (off_hz // H).to(tl.int64)
     off_h = (off_hz % H).to(tl.int64)

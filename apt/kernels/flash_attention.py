@@ -66,12 +66,13 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). The first entry of each list is the default when
 # autotuning is off; 128-row tiles with 8 warps suit Hopper's wgmma, 64-row tiles and
-# 4 warps suit older cards and small head dims. At head dim 128 most tiles hit 255 registers
-# and spill on sm_90 (cuobjdump -res-usage, triton 3.9); the 32-wide ones spill least.
+# 4 warps suit older cards and small head dims. At head dim 128 the dK/dV pass keeps two
+# fp32 accumulators and K, V resident and spills on sm_90 for most tiles; the narrow
+# 8-warp ones spill least (``scripts/bench_attention.py --compile-report``).
 FWD_CONFIGS = _configs([(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 8, 3), (128, 64, 4, 3),
                         (128, 128, 8, 2), (64, 64, 4, 3), (64, 32, 4, 4)])
-DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 3),
-                         (64, 64, 4, 3), (32, 128, 8, 3)])
+DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 8, 3), (32, 64, 8, 3), (64, 128, 8, 2),
+                         (32, 64, 4, 3), (64, 64, 4, 3), (32, 128, 4, 3)])
 DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (128, 64, 8, 2),
                        (64, 32, 4, 3), (128, 128, 8, 2)])
 

@@ -17,48 +17,14 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import sys
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from apt.kernels import _flash_triton as K
-    from apt.kernels.flash_attention import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS
-
-    FP32_ARGS = {"LSE", "DELTA"}
-    INT_ARGS = {"H", "N_CTX", "N_CTX_KEY"}
-
-    def compile_one(kernel, config, dtype, arch, **constexprs):
-        fn = kernel
-        signature, attrs = {}, {}
-        for i, name in enumerate(fn.arg_names):
-            if name in constexprs or name in ("BLOCK_M", "BLOCK_N"):
-                signature[name] = "constexpr"
-            elif name == "sm_scale":
-                signature[name] = "fp32"
-            elif name in INT_ARGS or name.startswith("stride_"):
-                signature[name] = "i32"
-            else:
-                signature[name] = "*fp32" if name in FP32_ARGS else "*" + dtype
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        consts = dict(constexprs)
-        if config is not None:
-            consts.update(config.kwargs)
-            options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-        else:
-            consts.update(BLOCK_M=64)
-            options = {"num_warps": 4, "num_stages": 1}
-        src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
-        assert compiled.asm.get("cubin"), (fn.__name__, arch)
-        print(fn.__name__, dtype, f"sm_{arch}", "shared bytes", compiled.metadata.shared)
+    from apt.kernels.flash_compile import KERNELS, compile_kernel
 
     for dtype, arch, head_dim, causal in (("bf16", 90, 128, True), ("fp16", 80, 64, False)):
-        common = dict(HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION="tf32")
-        compile_one(K.flash_fwd_kernel, FWD_CONFIGS[0], dtype, arch, **common)
-        compile_one(K.flash_bwd_dkdv_kernel, DKDV_CONFIGS[0], dtype, arch, **common)
-        compile_one(K.flash_bwd_dq_kernel, DQ_CONFIGS[0], dtype, arch, **common)
-        compile_one(K.flash_bwd_preprocess_kernel, None, dtype, arch, HEAD_DIM=head_dim)
+        for name, (_, configs) in KERNELS.items():
+            report = compile_kernel(name, configs[0], dtype=dtype, arch=arch, head_dim=head_dim,
+                                    causal=causal)
+            print(dtype, f"sm_{arch}", report)
+            assert report.uses_wgmma == (arch == 90 and name != "preprocess"), report
     print("compiled")
     """
 )
