@@ -8,7 +8,8 @@ Conventions of the user docs (docs/benchmarks.md, a results page, is not checked
   runs in that directory with ``bash``. ``python train.py`` runs the repository's
   train.py and is shrunk for a test: the TINY overrides below are appended for keys the
   command does not set itself, so the example runs as written, on a tiny model and a few
-  steps. ```` ```bash check-only ```` blocks (variations on a theme) are validated
+  steps (a ``trainer.max_steps`` above MAX_STEPS is lowered to it).
+  ```` ```bash check-only ```` blocks (variations on a theme) are validated
   instead of trained: each ``python train.py ARGS`` runs as ``python -m apt check ARGS``,
   which composes and checks exactly as train.py does. ```` ```bash compose-only ````
   blocks (cluster submissions) are composed instead of launched: the first value of each
@@ -40,6 +41,8 @@ TINY = {
     "data.num_tokens": "4000", "optim.warmup_steps": "1",
 }
 
+MAX_STEPS = 12
+
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
 
 
@@ -64,6 +67,14 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _cap_steps(override: str) -> str:
+    """``trainer.max_steps=N`` with N > MAX_STEPS runs MAX_STEPS steps (a test's budget)."""
+    key, _, value = override.partition("=")
+    if key == "trainer.max_steps" and value.isdigit() and int(value) > MAX_STEPS:
+        return f"{key}={MAX_STEPS}"
+    return override
+
+
 def _first_value(override: str) -> str:
     """``key=a,b`` -> ``key=a`` (a sweep's first value); lists ``[a,b]`` are left alone."""
     key, eq, value = override.partition("=")
@@ -85,7 +96,7 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
     if words[:2] != ["python", "train.py"]:
         return cmd.replace("python ", f"{shlex.quote(sys.executable)} ", 1) \
             if cmd.startswith("python ") else cmd
-    args = words[2:]
+    args = [_cap_steps(a) for a in words[2:]]
     if check_only:
         return shlex.join([sys.executable, "-m", "apt", "check", *args])
     given = {_key(a) for a in args if "=" in a}
@@ -131,8 +142,9 @@ def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
 def test_shrink_keeps_what_the_example_sets() -> None:
     cmd = shrink("python train.py -m model=small seed=1,2 trainer.max_steps=30")
     args = shlex.split(cmd)[2:]
-    assert args[:4] == ["-m", "model=small", "seed=1,2", "trainer.max_steps=30"]
+    assert args[:4] == ["-m", "model=small", "seed=1,2", "trainer.max_steps=12"]
     assert "model=tiny" not in args and "trainer.max_steps=6" not in args and "data=synthetic" in args
+    assert "trainer.max_steps=12" in shlex.split(shrink("python train.py trainer.max_steps=200"))
     composed = shlex.split(shrink("python train.py -m hydra/launcher=slurm seed=1,2 plugin=[a,b]", True))
     assert "-m" not in composed and composed[-2:] == ["--cfg", "hydra"]
     assert "seed=1" in composed and "plugin=[a,b]" in composed

@@ -8,13 +8,15 @@
     python -m apt summary multirun/2026-01-01/12-00-00
 
 Overrides are exactly ``train.py``'s. Each command imports only what it needs, so
-``list``, ``check`` and ``--help`` answer without importing torch.
+``list``, ``check`` and ``--help`` answer without importing torch. A configuration error is
+printed as one line (exit status 2); ``APT_DEBUG=1`` shows its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -141,10 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # `python -m apt list plugins | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - report config errors as one clear line
         from apt.cli.inspect import is_config_error
 
-        if not is_config_error(exc):
+        if not is_config_error(exc) or os.environ.get("APT_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

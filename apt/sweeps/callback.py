@@ -24,7 +24,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from apt.sweeps.summary import METRICS_FILE, JobRecord, collect_records, write_summary
+from apt.sweeps.summary import (
+    JOB_RECORD,
+    METRICS_FILE,
+    JobRecord,
+    collect_records,
+    write_summary,
+)
 
 __all__ = ["SweepSummaryCallback"]
 
@@ -43,6 +49,13 @@ def _locked(sweep_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _recorded_start(job_dir: Path) -> float | None:
+    try:
+        return JobRecord.load(job_dir / JOB_RECORD).start_time
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _is_multirun(config: DictConfig) -> bool:
@@ -109,6 +122,8 @@ class SweepSummaryCallback(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         start = self._started.pop(str(job_dir), None)
+        if start is None:  # another callback instance saw the start (a requeued cluster job)
+            start = _recorded_start(job_dir)
         rec = JobRecord(
             job=int(config.hydra.job.num),
             overrides=list(config.hydra.overrides.task),
