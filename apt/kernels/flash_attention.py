@@ -127,7 +127,6 @@ def interpreter_enabled_globally() -> bool:
     return bool(triton.knobs.runtime.interpret)
 
 
-_MISSING = object()
 _interp_lock = threading.RLock()
 # Keyed by id(): hashing a JITFunction parses its source (and fails while lang is patched).
 _interpreted_fns: dict[int, tuple[JITFunction, InterpretedFunction]] = {}
@@ -149,27 +148,22 @@ def _call_interpreted(self: JITFunction, *args: object, **kwargs: object) -> obj
 
 @contextlib.contextmanager
 def _interpreter_mode() -> Iterator[None]:
-    """Interpret triton kernels inside this block only, leaving os.environ alone.
+    """Let interpreted kernels call jit helpers, for the duration of one launch.
 
-    ``knobs.runtime.interpret`` reads an override from the instance ``__dict__`` before the
-    environment (assigning the attribute normally would export TRITON_INTERPRET for every
-    later import); nested jit calls are routed through :func:`_call_interpreted`. Both are
-    undone on exit, under a lock so concurrent interpreted launches do not interleave.
+    ``triton.jit`` picks compiled or interpreted when it decorates (from TRITON_INTERPRET),
+    so the top-level kernels are wrapped in ``InterpretedFunction`` explicitly and nested
+    calls are routed through :func:`_call_interpreted`. Neither ``os.environ`` nor triton's
+    knobs change: a kernel decorated meanwhile elsewhere is compiled as usual, and the
+    patched ``__call__`` only replaces an error (calling a jit function outside a kernel).
+    Restored on exit, under a lock so concurrent interpreted launches do not interleave.
     """
-    runtime = triton.knobs.runtime
     with _interp_lock:
-        previous = runtime.__dict__.get("interpret", _MISSING)
         previous_call = JITFunction.__call__
-        runtime.__dict__["interpret"] = True
         JITFunction.__call__ = _call_interpreted  # type: ignore[method-assign]
         try:
             yield
         finally:
             JITFunction.__call__ = previous_call  # type: ignore[method-assign]
-            if previous is _MISSING:
-                runtime.__dict__.pop("interpret", None)
-            else:
-                runtime.__dict__["interpret"] = previous
 
 
 _compiled: _Kernels | None = None
