@@ -229,6 +229,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
                          f"{', '.join(map(str, SUPPORTED_HEAD_DIMS))}")
     if batch < 1 or heads < 1 or seq < 1:
         raise ValueError(f"flash attention: empty input of shape {tuple(q.shape)}")
+    if batch * heads * seq >= 2**31:  # the log-sum-exp rows are indexed in 32 bits
+        raise ValueError(f"flash attention: batch * heads * seq = {batch * heads * seq} rows is too many "
+                         f"(limit 2**31); split the batch")
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_strides(name, t)
 

@@ -150,8 +150,9 @@ def _qkv(*shape, dtype=torch.float32):
         (lambda: (*_qkv(1, 1, 8, 16)[:2], torch.randn(1, 1, 8, 16, dtype=torch.float16)), "share a dtype"),
         (lambda: _qkv(1, 1, 0, 16), "empty input"),
         (lambda: _qkv(1, 1, 8, 16, dtype=torch.bfloat16), "bfloat16 is not supported under the Triton interpreter"),
+        (lambda: tuple(t.expand(2**16, 2**15, 1, 16) for t in _qkv(1, 1, 1, 16)), "rows is too many"),
     ],
-    ids=["rank", "head_dim", "dtype", "shape", "mixed_dtype", "empty", "bf16_interpreted"],
+    ids=["rank", "head_dim", "dtype", "shape", "mixed_dtype", "empty", "bf16_interpreted", "too_many_rows"],
 )
 def test_launcher_rejects_unsupported_inputs(make, message):
     q, k, v = make()
