@@ -9,6 +9,9 @@ Where the kernel cannot run, the provider says so once and uses torch SDPA:
 no CUDA device (unless ``interpret: true``, which runs the kernel under the Triton
 interpreter: slow, for tests and debugging), or Triton not installed. Attention dropout is
 not implemented in the kernel and is refused rather than silently dropped.
+
+On a GPU, train in bf16/fp16 (autocast): float32 inputs get true fp32 products on the FMA
+units, which are exact but slow, and their kernels take minutes to compile the first time.
 """
 
 from __future__ import annotations
