@@ -176,6 +176,7 @@ class MoEPlugin(Plugin):
         self._load: list[torch.Tensor] = []
         self._handles: list[Any] = []
         self._counting = True
+        self._delta_unlogged = False
 
     def get_name(self) -> str:
         return "moe"
@@ -340,6 +341,7 @@ class MoEPlugin(Plugin):
         ):
             self._measure = False
             self.upcycle_loss_delta = self.measure_jump(model, batch[0], batch[1])
+            self._delta_unlogged = True
             self._dense = {}  # measured: the dense FFNs are no longer needed
             if self.upcycle_loss_delta > self.max_upcycle_jump:
                 log.warning(
@@ -400,14 +402,15 @@ class MoEPlugin(Plugin):
             out["moe/load_entropy"] = sum(entropies) / len(entropies)
         if self._current_temp is not None:
             out["moe/temperature"] = self._current_temp
-        if self.upcycle_loss_delta is not None:
-            out["moe/upcycle_loss_delta"] = self.upcycle_loss_delta
+        if self._delta_unlogged and self.upcycle_loss_delta is not None:
+            out["moe/upcycle_loss_delta"] = self.upcycle_loss_delta  # once, in the upcycle epoch
         return out
 
     def on_epoch_end(self, trainer: Any = None, **kwargs: Any) -> None:
         if trainer is not None and self.upcycled:
             for name, value in self.epoch_metrics().items():
                 trainer.log_metric(name, value)
+            self._delta_unlogged = False
         self._sums, self._n = {}, 0
         for counts in self._load:
             counts.zero_()

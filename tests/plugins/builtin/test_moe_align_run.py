@@ -71,6 +71,7 @@ def test_dense_then_moe_then_align_with_annealed_temperature(full):
         temps[1:], abs=1e-4
     )
     assert 0 < float(by_epoch[2][-1]["moe/load_entropy"]) <= 1
+    assert [r["step"] for r in rows if r["moe/upcycle_loss_delta"]] == [by_epoch[2][-1]["step"]]
     assert float(by_epoch[3][-1]["align/alpha"]) == pytest.approx(0.35)
 
 
