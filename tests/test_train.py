@@ -74,10 +74,12 @@ def test_bad_input_is_one_clear_error(args, expected):
 
 def test_multirun_over_seeds_and_providers(tmp_path, cache):
     sweep = tmp_path / "sweep"
-    r = train("-m", *TINY, cache, "trainer.max_steps=4", "seed=1,2", "provider/attention=sdpa,naive",
-              f"hydra.sweep.dir={sweep}")
+    r = train("-m", *TINY, cache, "trainer.max_steps=4", "seed=1,2", "provider/attention=naive",
+              "plugin=[],[early_stopping]", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list(sweep.glob("*/metrics.csv"))) == 4
+    overrides = sorted((d / ".hydra" / "overrides.yaml").read_text() for d in sweep.iterdir() if d.is_dir())
+    assert sum("early_stopping" in o for o in overrides) == 2
 
 
 def test_sigterm_saves_checkpoint_and_resume_finishes(tmp_path, cache):
