@@ -93,7 +93,7 @@ def run_minimal(overrides: list[str]) -> dict:
 
     def lr_at(s: int) -> float:
         if s < warmup:
-            return lr_max * (s + 1) / warmup
+            return lr_max * ((s + 1) / warmup)
         p = min(1.0, (s - warmup) / max(1, steps - warmup))
         return lr_max * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
