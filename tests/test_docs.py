@@ -107,6 +107,7 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
     return shlex.join([sys.executable, str(REPO / "train.py"), *args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
     found = blocks(page.read_text(encoding="utf-8"))

@@ -31,6 +31,7 @@ def _rows(sweep: Path) -> dict[str, dict[str, str]]:
         return {r["overrides"].split()[-1]: r for r in csv.DictReader(fh)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=slurm_local"]], ids=["basic", "submitit_local"])
 def test_train_sweep_with_a_failing_job_leaves_a_complete_summary(tmp_path, launcher):
     proc, sweep = _sweep(tmp_path, "model.num_heads=2,3", *launcher)
