@@ -135,6 +135,8 @@ class Trainer:
         self._window_t0 = time.perf_counter()
         self._window_tokens0 = 0
         self._lr = 0.0
+        self._aux_modules: list[torch.nn.Module] | None = None
+        self.refresh_model_structure()
         self._clip_by_plugin = bool(plugins is not None and "gradient_clipping" in plugins.list_plugins())
 
     # -- public API for plugins ---------------------------------------------------------
@@ -161,6 +163,7 @@ class Trainer:
             group.update({"initial_lr": base_lr, **options})
             group["lr"] = group["initial_lr"] * self.lr_schedule.factor(max(self.step, 0))
             self.optimizer.add_param_group(group)
+        self.refresh_model_structure()
 
     def request_stop(self, reason: str = "requested") -> None:
         self.should_stop = True
@@ -184,6 +187,7 @@ class Trainer:
         elif auto_resume:
             self._auto_resume()
         c = self.config
+        self.refresh_model_structure()
         self.fire("on_train_begin", config=self.run_config)
         restore = self._install_signal_handlers()
         bar = _progress(c.progress, self.max_steps, self.step)
@@ -223,6 +227,7 @@ class Trainer:
                 self._epoch_loss_sum, self._epoch_loss_n = 0.0, 0
                 self._apply_schedule("epoch")
                 self.fire("on_epoch_begin", epoch=self.epoch)
+                self.refresh_model_structure()  # a plugin may have changed the layout (MoE upcycling)
             else:  # resumed inside an epoch: restore values, do not re-fire on_epoch_begin
                 self._apply_schedule("epoch")
             starts = self.train_loader.epoch_starts(self.epoch)
@@ -268,8 +273,7 @@ class Trainer:
                 logits, loss = self.forward_model(x, y)
             self.fire("on_batch_end", step=step, batch=batch, outputs=(logits, loss))
             total = loss
-            aux = model.aux_losses() if hasattr(model, "aux_losses") else {}
-            for value in aux.values():
+            for value in self._aux_losses():
                 total = total + value
             if self._pending_losses:
                 for name, value in self._pending_losses.items():
@@ -430,6 +434,7 @@ class Trainer:
         # Plugins that change the model's layout (MoE upcycling) rebuild it here, before
         # the weights and optimizer state of that layout are loaded.
         self.fire("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state)
+        self.refresh_model_structure()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state.get("lr_schedule", {}))
@@ -447,6 +452,27 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # -- internals ----------------------------------------------------------------------
+    def refresh_model_structure(self) -> None:
+        """Re-scan the model for layers that report auxiliary losses.
+
+        Scanning every module each step costs ~1% of a small model's step on a CPU, so the
+        scan is cached; the trainer refreshes it after ``on_epoch_begin``, after a checkpoint
+        load and in :meth:`add_param_group`. A plugin that swaps layers at another moment
+        calls this.
+        """
+        model = self.model
+        if _is_stock_aux(model):
+            self._aux_modules = [m for m in model.modules() if hasattr(m, "last_aux_losses")]
+        else:
+            self._aux_modules = None  # a custom aux_losses(): call it every step
+
+    def _aux_losses(self) -> Iterable[torch.Tensor]:
+        """``model.aux_losses().values()`` of the last forward (router losses)."""
+        if self._aux_modules is None:
+            aux = getattr(self.model, "aux_losses", None)
+            return aux().values() if aux is not None else ()
+        return [v for m in self._aux_modules for v in m.last_aux_losses.values()]
+
     def _apply_schedule(self, by: str, step: int | None = None) -> None:
         if self.schedule is not None:
             self.schedule.apply(self, epoch=self.epoch, step=step if step is not None else self.step, by=by)
@@ -526,6 +552,13 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_stock_aux(model: torch.nn.Module) -> bool:
+    """Whether ``model.aux_losses`` is TransformerLM's (sum of ``last_aux_losses`` of layers)."""
+    from apt.modeling.transformer import TransformerLM
+
+    return getattr(type(model), "aux_losses", None) is TransformerLM.aux_losses
 
 
 def _plain_num(v: Any) -> Any:
