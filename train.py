@@ -23,6 +23,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from apt.training.distributed import worker_hydra_overrides
+
+    sys.argv += worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
     problems = check_overrides(sys.argv[1:])
     for line in problems:
         print(f"error: {line}", file=sys.stderr)

@@ -46,6 +46,7 @@ log = logging.getLogger("apt")
 
 KINDS = ("attention", "ffn", "router")
 PRECISIONS = ("auto", "fp32", "bf16")
+STRATEGIES = ("ddp", "fsdp")  # apt.training.distributed.STRATEGIES, kept here free of torch
 TOKENIZERS = ("byte", "char")
 TASKS = ("copy", "cycle", "markov")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -156,6 +157,11 @@ def validate(cfg: DictConfig, plugin_manager: Any = None) -> list[str]:
         add(f"trainer.precision={t.get('precision')!r} is not one of {list(PRECISIONS)}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(t.get("device"))):
         add(f"trainer.device={t.get('device')!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if t.get("strategy", "ddp") not in STRATEGIES:
+        add(f"trainer.strategy={t.get('strategy')!r} is not one of {list(STRATEGIES)}")
+    if t.get("strategy") == "fsdp" and "moe" in (cfg.get("plugin") or {}):
+        add("trainer.strategy=fsdp cannot run plugin 'moe': it replaces layers mid-run and FSDP shards the "
+            "layout fixed at the start; use trainer.strategy=ddp")
     if t.get("resume") and cfg.get("ckpt_path"):
         add("give either trainer.resume=true or ckpt_path=..., not both")
     if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
@@ -284,11 +290,24 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
         raise ConfigProblems(problems)
     plain = _plain(cfg)
     t_cfg = plain["trainer"]
-    plugins_cfg = plain.get("plugin") or {}
     if out_dir is None:
         out_dir = _hydra_output_dir()
+    from apt.training import distributed
 
-    pm = plugin_manager if plugin_manager is not None else new_plugin_manager(t_cfg["strict_hooks"])
+    ctx = distributed.setup(resolve_device(t_cfg["device"]), t_cfg.get("strategy", "ddp"))
+    try:
+        if ctx.enabled:  # rank 0's run directory (the others' Hydra wrote none, see train.py)
+            out_dir = ctx.broadcast_object(out_dir)
+        return _run(cfg, plain, pm=plugin_manager, out_dir=out_dir, ctx=ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(cfg: DictConfig, plain: dict[str, Any], *, pm: Any, out_dir: str | Path | None, ctx: Any) -> float:
+    """The rest of :func:`run`, inside the process group (when there is one)."""
+    t_cfg = plain["trainer"]
+    plugins_cfg = plain.get("plugin") or {}
+    pm = pm if pm is not None else new_plugin_manager(t_cfg["strict_hooks"])
     if out_dir is not None:
         plugins_cfg = {n: _in_run_dir(o, Path(out_dir)) for n, o in plugins_cfg.items()}
     problems = load_plugins(pm, plugins_cfg)
@@ -301,7 +320,7 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
         pm.teardown_all()
         raise
     try:
-        return _train(cfg, plain, pm, builder, optimizer_factory, out_dir)
+        return _train(cfg, plain, pm, builder, optimizer_factory, out_dir, ctx)
     finally:
         pm.teardown_all()
 
@@ -361,7 +380,7 @@ def _optimizer_factory(cfg: DictConfig) -> Any:
 
 
 def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimizer_factory: Any,
-           out_dir: str | Path | None) -> float:
+           out_dir: str | Path | None, ctx: Any) -> float:
     import inspect
     import random
 
@@ -371,11 +390,14 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     from apt.data import load_dataset
     from apt.data.loader import BatchLoader
     from apt.schedule import Schedule
+    from apt.training.distributed import ParallelModel, ShardedModel
     from apt.training.lr import WarmupCosine
     from apt.training.trainer import Trainer, split_decay
 
     t_cfg, d_cfg, o_cfg = plain["trainer"], plain["data"], plain["optim"]
     device = resolve_device(t_cfg["device"])
+    if ctx.enabled and device == "cuda":
+        device = f"cuda:{ctx.local_rank}"
     if t_cfg.get("threads"):
         torch.set_num_threads(int(t_cfg["threads"]))
     if t_cfg.get("deterministic"):
@@ -388,7 +410,9 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     t0 = time.perf_counter()
     data = load_dataset(d_cfg)
     log.info("data %s (%.2fs)", data.describe(), time.perf_counter() - t0)
-    loader_kw = {"batch_size": d_cfg["batch_size"], "block_size": d_cfg["block_size"], "device": device}
+    # data.batch_size is per process: the global batch is batch_size * world_size
+    loader_kw = {"batch_size": d_cfg["batch_size"], "block_size": d_cfg["block_size"], "device": device,
+                 "rank": ctx.rank, "world_size": ctx.world_size}
     try:
         train_loader = BatchLoader(data.train, seed=seed, **loader_kw)
         val_loader = BatchLoader(data.val, seed=seed, **loader_kw)
@@ -417,9 +441,15 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
             raise ConfigProblems([f"optim.optimizer: {exc}"]) from None
         optimizer = optimizer_factory(groups)  # no fused kernel for this device/dtype
 
+    if ctx.enabled and ctx.strategy == "ddp":
+        forward_model = ParallelModel(model, ctx, compile=t_cfg["compile"])
+    elif ctx.enabled:
+        forward_model = None  # FSDP shards after on_model_init, below
+    else:
+        forward_model = torch.compile(model) if t_cfg["compile"] else None
     trainer = Trainer(
         model, optimizer, train_loader, val_loader, config=t_cfg, plugins=pm, device=device,
-        out_dir=out_dir, run_config=plain, forward_model=torch.compile(model) if t_cfg["compile"] else None,
+        out_dir=out_dir, run_config=plain, forward_model=forward_model, dist=ctx,
         extra_state={"model_config": builder.config.to_dict(), "tokenizer": data.tokenizer.to_dict()},
     )
     trainer.lr_schedule = WarmupCosine(optimizer, warmup_steps=o_cfg["warmup_steps"],
@@ -434,6 +464,8 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     new = [p for p in model.parameters() if id(p) not in known]
     if new:
         trainer.add_param_group(new)
+    if ctx.enabled and ctx.strategy == "fsdp":
+        trainer.forward_model = ShardedModel(model, ctx, optimizer, compile=t_cfg["compile"])
 
     log.info("training: %d steps (%d per epoch, ~%d epochs), %d tokens per step, plugins %s",
              trainer.max_steps, trainer.steps_per_epoch, epochs, trainer.tokens_per_step,
@@ -450,7 +482,7 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
              summary["tokens_per_s"], val, summary["best_val_loss"], summary["best_step"], wall,
              f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
              f" | out: {out_dir}" if out_dir else "")
-    if out_dir is not None:
+    if out_dir is not None and ctx.is_main:
         import json
 
         (Path(out_dir) / "summary.json").write_text(json.dumps(

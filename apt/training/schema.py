@@ -79,6 +79,7 @@ class TrainerConfig:
     plot: bool = True  # loss-curve PNG at the end
     strict_hooks: bool = False  # re-raise exceptions from plugin hooks
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)
+    strategy: str = "ddp"  # under torchrun: ddp | fsdp (docs/distributed.md)
 
 
 @dataclass

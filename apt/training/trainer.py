@@ -38,6 +38,12 @@ Exact resume: batches are a pure function of ``(seed, epoch, index)`` (see
 :class:`apt.data.BatchLoader`) and the checkpoint holds model, optimizer, lr position,
 every RNG state, plugin and schedule state, so on CPU a resumed run reproduces the losses
 of an uninterrupted one step for step.
+
+Under torchrun (``dist``, see :mod:`apt.training.distributed`) every rank runs this loop on
+its share of each batch; ``forward_model`` averages gradients (non-final micro-batches of an
+accumulation skip that all-reduce), the logged train and val losses are means over ranks,
+stopping is agreed by all ranks, and rank 0 alone writes metrics.csv, the plot and
+checkpoints and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ import torch
 
 from apt.data.loader import BatchLoader
 from apt.training.checkpoint import CheckpointManager, load_checkpoint
+from apt.training.distributed import DistContext, no_sync
 from apt.training.lr import WarmupCosine
 from apt.training.metrics import MetricsLogger, plot_losses
 from apt.training.schema import TrainerConfig
@@ -75,6 +82,8 @@ class Trainer:
     an :class:`apt.schedule.Schedule` (or None). ``out_dir`` receives ``metrics.csv``, the
     loss plot and ``checkpoints/``; with ``None`` nothing is written. ``extra_state`` is
     stored in every checkpoint (the app puts the tokenizer and the model config there).
+    ``dist`` describes a torchrun process group (default: a single process); ``forward_model``
+    is then a :class:`apt.training.distributed.ParallelModel` over ``model``.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -83,8 +92,9 @@ class Trainer:
                  lr_schedule: WarmupCosine | None = None, plugins: Any = None, schedule: Any = None,
                  out_dir: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
                  extra_state: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
-                 forward_model: Any = None) -> None:
+                 forward_model: Any = None, dist: DistContext | None = None) -> None:
         self.config = _trainer_config(config)
+        self.dist = dist or DistContext()
         self.model = model
         self.forward_model = forward_model or model  # e.g. the torch.compile'd module
         self.optimizer = optimizer
@@ -105,12 +115,15 @@ class Trainer:
         self.max_steps = self._total_steps()
         self.lr_schedule = lr_schedule or WarmupCosine(optimizer, warmup_steps=0, total_steps=self.max_steps,
                                                        decay="constant")
-        self.tokens_per_step = train_loader.batch_size * train_loader.block_size * self.grad_accum
+        # global: every rank's micro-batches of a step
+        self.tokens_per_step = (train_loader.batch_size * train_loader.block_size * self.grad_accum
+                                * self.dist.world_size)
         self.autocast_dtype = _autocast_dtype(c.precision, self.device)
         ckpt_dir = Path(c.checkpoint_dir) if c.checkpoint_dir else (
             self.out_dir / "checkpoints" if self.out_dir is not None else None)
         self.checkpoints = CheckpointManager(ckpt_dir, c.keep_last) if ckpt_dir is not None else None
-        self.metrics_logger = MetricsLogger(self.out_dir / "metrics.csv" if self.out_dir else None)
+        writes = self.out_dir is not None and self.dist.is_main
+        self.metrics_logger = MetricsLogger(self.out_dir / "metrics.csv" if writes else None)
         # progress
         self.epoch = 0
         self.step = 0
@@ -190,7 +203,7 @@ class Trainer:
         self.refresh_model_structure()
         self.fire("on_train_begin", config=self.run_config)
         restore = self._install_signal_handlers()
-        bar = _progress(c.progress, self.max_steps, self.step)
+        bar = _progress(c.progress and self.dist.is_main, self.max_steps, self.step)
         t0 = self._window_t0 = time.perf_counter()
         self._window_n, self._window_tokens0 = 0, self.tokens_seen
         try:
@@ -209,7 +222,7 @@ class Trainer:
             self.save()
         summary = self.summary()
         self.fire("on_train_end", metrics=summary)
-        if c.plot and self.out_dir is not None:
+        if c.plot and self.out_dir is not None and self.dist.is_main:
             try:
                 plot_losses(self.metrics_logger.rows, self.out_dir / "loss.png", title="loss")
             except Exception as exc:  # noqa: BLE001 - a plot must never fail a finished run
@@ -248,6 +261,15 @@ class Trainer:
     def _done(self) -> bool:
         if self.step >= self.max_steps:
             return True
+        if not self.dist.enabled:
+            return self._stop_requested()
+        # A signal may reach one rank only: all ranks stop together, or the others hang.
+        local = self._stop_requested()
+        if self.dist.any_true(local, self.device) and not local:
+            self.request_stop("another rank stopped")
+        return self.should_stop
+
+    def _stop_requested(self) -> bool:
         if self.should_stop:
             return True
         if self._signal is not None:
@@ -266,22 +288,23 @@ class Trainer:
         batches = [self.train_loader.batch(r) for r in rows]
         self.fire("on_step_begin", step=step, batch=batches[0])
         loss_sum = None
-        for batch in batches:
+        for i, batch in enumerate(batches):
             x, y = batch
             self.fire("on_batch_begin", step=step, batch=batch)
-            with self._autocast():
-                logits, loss = self.forward_model(x, y)
-            self.fire("on_batch_end", step=step, batch=batch, outputs=(logits, loss))
-            total = loss
-            for value in self._aux_losses():
-                total = total + value
-            if self._pending_losses:
-                for name, value in self._pending_losses.items():
+            with no_sync(self.forward_model, skip=i < len(batches) - 1):  # DDP: all-reduce once per step
+                with self._autocast():
+                    logits, loss = self.forward_model(x, y)
+                self.fire("on_batch_end", step=step, batch=batch, outputs=(logits, loss))
+                total = loss
+                for value in self._aux_losses():
                     total = total + value
-                    self._extra_metrics[f"loss/{name}"] = value.detach()
-                self._pending_losses = {}
-            self.fire("on_backward_begin", step=step, loss=total)
-            (total / self.grad_accum if self.grad_accum > 1 else total).backward()
+                if self._pending_losses:
+                    for name, value in self._pending_losses.items():
+                        total = total + value
+                        self._extra_metrics[f"loss/{name}"] = value.detach()
+                    self._pending_losses = {}
+                self.fire("on_backward_begin", step=step, loss=total)
+                (total / self.grad_accum if self.grad_accum > 1 else total).backward()
             loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
         self.fire("on_backward_end", step=step)
         if self.config.grad_clip > 0 and not self._clip_by_plugin:
@@ -331,8 +354,8 @@ class Trainer:
     def _write_row(self) -> None:
         """One metrics.csv row; the only place the train loss is moved to the host."""
         now = time.perf_counter()
-        if self._window_n:
-            self.metrics["train_loss"] = float(self._window_loss) / self._window_n
+        if self._window_n:  # mean over the window's steps and over ranks
+            self.metrics["train_loss"] = float(self.dist.all_reduce_mean(self._window_loss)) / self._window_n
         dt = max(now - self._window_t0, 1e-9)
         self.metrics["tokens_per_s"] = (self.tokens_seen - self._window_tokens0) / dt
         val = self.metrics.get("val_loss") if self.last_val_step == self.step else None
@@ -365,7 +388,7 @@ class Trainer:
                 _, loss = self.forward_model(x, y)
             total += loss.float()
         self.model.train(was_training)
-        return float(total) / n
+        return float(self.dist.all_reduce_mean(total)) / n  # ranks evaluate disjoint columns
 
     def validate(self) -> dict[str, Any]:
         """Evaluate, fire the validation events, track the best loss."""
@@ -390,9 +413,13 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs. Under FSDP gathering the weights is collective."""
+        gather = getattr(self.forward_model, "full_state_dict", None)  # ShardedModel
+        model_sd, optim_sd = gather(self.optimizer) if gather else (self.model.state_dict(),
+                                                                     self.optimizer.state_dict())
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_sd,
+            "optimizer": optim_sd,
             "lr_schedule": self.lr_schedule.state_dict(),
             "rng": capture_rng(),
             "progress": {"step": self.step, "epoch": self.epoch, "steps_in_epoch": self.steps_in_epoch,
@@ -407,8 +434,17 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write a checkpoint for the current step and fire ``on_checkpoint_save``."""
+        """Write a checkpoint for the current step and fire ``on_checkpoint_save``.
+
+        Under torchrun rank 0 alone writes (every rank holds the same weights) and fires the
+        event; the other ranks only note the path.
+        """
         assert self.checkpoints is not None
+        if not self.dist.is_main:
+            if hasattr(self.forward_model, "full_state_dict"):
+                self.state_dict()  # FSDP: every rank takes part in gathering rank 0's copy
+            self.last_checkpoint = self.checkpoints.path_for(self.step)
+            return self.last_checkpoint
         path = self.checkpoints.save(self.state_dict(), self.step)
         self.last_checkpoint = path
         self.fire("on_checkpoint_save", checkpoint_path=str(path))
@@ -435,8 +471,12 @@ class Trainer:
         # the weights and optimizer state of that layout are loaded.
         self.fire("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state)
         self.refresh_model_structure()
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_sharded = getattr(self.forward_model, "load_full_state_dict", None)  # FSDP
+        if load_sharded is not None:
+            load_sharded(self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state.get("lr_schedule", {}))
         p = state["progress"]
         self.step, self.epoch = int(p["step"]), int(p["epoch"])
