@@ -17,7 +17,8 @@ Conventions of the user docs (docs/benchmarks.md, a results page, is not checked
 - ```` ```python ```` blocks of one page run in order as one script (later blocks use
   what earlier ones defined), after the bash blocks.
 - ```` ```yaml ```` and ```` ```toml ```` blocks must parse.
-- ```` ```text ```` blocks are output, shown not run.
+- ```` ```text output ```` blocks must equal the standard output of the last command of
+  the bash block before them; other ```` ```text ```` blocks are illustrations.
 """
 
 from __future__ import annotations
@@ -87,12 +88,20 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
     """Run train.py from the repo with the TINY sizes (keys the command sets itself win).
 
     Only the first command of a shell list (``a || b``, ``a | b``) is rewritten.
+    ``torchrun [launcher options] train.py ARGS`` is shrunk the same way and launched with
+    this interpreter's ``torch.distributed.run`` (check-only and compose-only: train.py alone).
     """
     parts = re.split(r"\s+(\|\||&&|\||;)\s+", cmd, maxsplit=1)
     if len(parts) == 3:
         head, sep, tail = parts
         return f"{shrink(head, compose_only, check_only)} {sep} {tail}"
     words = shlex.split(cmd)
+    if words[:1] == ["torchrun"] and "train.py" in words:
+        at = words.index("train.py")
+        inner = shlex.split(shrink(shlex.join(["python", *words[at:]]), compose_only, check_only))
+        if compose_only or check_only:
+            return shlex.join(inner)
+        return shlex.join([sys.executable, "-m", "torch.distributed.run", *words[1:at], *inner[1:]])
     if words[:2] != ["python", "train.py"]:
         return cmd.replace("python ", f"{shlex.quote(sys.executable)} ", 1) \
             if cmd.startswith("python ") else cmd
@@ -123,7 +132,12 @@ def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
             import tomllib
 
             tomllib.loads(code)
+    last_stdout = None
     for lang, opts, code in found:
+        if lang == "text" and "output" in opts:
+            assert last_stdout is not None, f"{page.name}: an output block must follow a bash block"
+            assert last_stdout.rstrip("\n") == code.rstrip("\n"), \
+                f"{page.name}: documented output differs from the real one:\n{last_stdout}"
         if lang != "bash":
             continue
         for cmd in commands(code):
@@ -132,6 +146,7 @@ def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
             proc = subprocess.run(["bash", "-c", run], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=600)
             assert proc.returncode == 0, f"{page.name}: `{cmd}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+            last_stdout = proc.stdout
     script = "\n\n".join(code for lang, opts, code in found if lang == "python" and "file" not in opts)
     if script:
         (tmp_path / "_doc_script.py").write_text(script, encoding="utf-8")
@@ -155,3 +170,6 @@ def test_shrink_keeps_what_the_example_sets() -> None:
     assert cfg_job[2] == "model=small" and cfg_job[-2:] == ["--cfg", "job"]
     checked = shlex.split(shrink("python train.py model=tiny", check_only=True))
     assert checked[1:] == ["-m", "apt", "check", "model=tiny"]
+    ddp = shlex.split(shrink("torchrun --nproc_per_node=2 train.py model=small"))
+    assert ddp[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
+    assert ddp[4:6] == [str(REPO / "train.py"), "model=small"] and "data=synthetic" in ddp

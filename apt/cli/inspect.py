@@ -204,7 +204,7 @@ def _plot_schedule(sched: Any, by: str, path: str) -> str:
     xs = list(range(1, int(horizon) + 1))
     params = [n for n, s in sched.params.items() if s.by == by or s.start == s.end]
     plugins = list(sched.scheduled_plugins)
-    rows = max(1, len(params)) + (1 if plugins else 0)
+    rows = max(1, len(params) + (1 if plugins else 0))  # an empty schedule: one empty panel
     fig, axes = plt.subplots(rows, 1, figsize=(7, 1.8 * rows + 0.6), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], params, strict=False):
         ax.plot(xs, [sched.get(name, **{by: x}) for x in xs], marker="o" if by == "epoch" else None)
@@ -218,6 +218,8 @@ def _plot_schedule(sched: Any, by: str, path: str) -> str:
         ax.set_yticks(range(len(plugins)), plugins)
         ax.set_ylabel("enabled")
     axes[-1, 0].set_xlabel(by)
+    if by == "epoch" and len(xs) <= 30:
+        axes[-1, 0].set_xticks(xs)
     fig.suptitle("Schedule")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
