@@ -175,10 +175,11 @@ def test_hooks_cli_output_and_errors():
 
 
 def test_hooks_marks_plugins_the_schedule_enables_later(capsys):
-    assert main(["hooks", "plugin=[moe,throughput]", "schedule=moe_align", "--json"]) == 0
+    assert main(["hooks", "plugin=[moe,align,throughput]", "schedule=moe_align", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     hooks = [h for e in table for h in e["hooks"]]
     assert {h["enabled_from"] for h in hooks if h["plugin"] == "moe"} == {"epoch 2"}
+    assert {h["enabled_from"] for h in hooks if h["plugin"] == "align"} == {"epoch 3"}
     assert {h["enabled_from"] for h in hooks if h["plugin"] == "throughput"} == {None}
 
 
