@@ -2,7 +2,7 @@
 
     python scripts/bench_train.py                  # reference config, 2000 steps, (a) vs (b)
     python scripts/bench_train.py --preset         # also experiment=shakespeare_fast
-    python scripts/bench_train.py --steps 100      # a quick check that everything runs
+    python scripts/bench_train.py --steps 100 --preset --preset-steps 50   # quick check
 
 (a) APT: ``apt.app.run`` on ``experiment=shakespeare_ref`` with plugins
     [logging, gradient_clipping, early_stopping] (everything a real run does: validation,
@@ -131,6 +131,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--preset", action="store_true", help="also run experiment=shakespeare_fast")
     ap.add_argument("--preset-only", action="store_true")
+    ap.add_argument("--preset-steps", type=int, default=None, help="shorten the preset (quick checks)")
     ap.add_argument("--target", type=float, default=1.886, help="val loss the preset must reach")
     args = ap.parse_args()
     import torch
@@ -155,6 +156,8 @@ def main() -> int:
         rows += [("(a) APT trainer + 3 plugins", a), ("(b) minimal loop", b)]
     if args.preset or args.preset_only:
         fast = ["experiment=shakespeare_fast", *common]
+        if args.preset_steps:
+            fast += [f"trainer.max_steps={args.preset_steps}", f"trainer.eval_every={args.preset_steps}"]
         rows.append(("preset shakespeare_fast", run_apt(fast)))
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, data {data.name}")
     print(f"{'run':32s} {'steps':>6s} {'val loss':>9s} {'wall s':>8s} {'ms/step':>8s}")
