@@ -154,6 +154,26 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
                                        rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_ddp_moe_upcycle_mid_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
+    """The moe plugin swaps FFNs at step 3: the DDP wrapper is rebuilt, gradients stay equal."""
+    (tmp_path / "gradrec.py").write_text(textwrap.dedent(RECORDER), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "OMP_NUM_THREADS": "1",
+           "APT_CACHE_DIR": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
+    run_dir = tmp_path / "moe"
+    _run([*COMMON, "data.batch_size=2", "trainer.max_steps=6", "plugin=[moe]", "+schedule.enable_moe_at_step=3",
+          f"hydra.run.dir={run_dir}",
+          f"+plugin.gradrec={{_target_:gradrec.GradRecorder,dump_dir:'{tmp_path}',label:moe}}"],
+         tmp_path, env, nproc=2)
+    r0, r1 = (torch.load(tmp_path / f"moe-rank{r}.pt") for r in (0, 1))
+    assert r0["grads"][3].numel() > r0["grads"][2].numel()  # experts and routers from step 3
+    for step in range(1, 7):
+        torch.testing.assert_close(r0["grads"][step], r1["grads"][step], rtol=0, atol=0)
+    torch.testing.assert_close(r0["params"], r1["params"], rtol=0, atol=0)
+    state = load_checkpoint(run_dir / "checkpoints" / "step-00000006.pt")["model"]
+    assert any(".experts." in name for name in state) and not any(n.startswith("module.") for n in state)
+
+
 def test_strategy_checks(cfg_factory) -> None:
     from apt.app import validate
 
