@@ -396,7 +396,7 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
 
     t_cfg, d_cfg, o_cfg = plain["trainer"], plain["data"], plain["optim"]
     device = resolve_device(t_cfg["device"])
-    if ctx.enabled and device == "cuda":
+    if ctx.enabled and device.startswith("cuda"):  # one GPU per process
         device = f"cuda:{ctx.local_rank}"
     if t_cfg.get("threads"):
         torch.set_num_threads(int(t_cfg["threads"]))

@@ -171,12 +171,15 @@ def setup(device: str, strategy: str = "ddp", timeout_s: float = 1800.0) -> Dist
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group (after a barrier, so rank 0 finishes writing first)."""
+    """Leave the process group.
+
+    No barrier: after the last collective rank 0 only writes files, and a rank leaving on
+    an exception must exit (so torchrun stops the others) instead of waiting for peers
+    that are blocked in another collective.
+    """
     import torch.distributed as dist
 
     if ctx.enabled and dist.is_initialized():
-        with contextlib.suppress(Exception):  # a peer that already died must not mask the real error
-            dist.barrier()
         dist.destroy_process_group()
 
 
