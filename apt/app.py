@@ -224,8 +224,8 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     from apt.data.loader import BatchLoader
     from apt.schedule import Schedule
     from apt.training.distributed import ParallelModel, ShardedModel
-    from apt.training.lr import WarmupCosine
-    from apt.training.trainer import Trainer, split_decay
+    from apt.training.lr import WarmupCosine, split_decay
+    from apt.training.trainer import Trainer
 
     t_cfg, d_cfg, o_cfg = plain["trainer"], plain["data"], plain["optim"]
     device = resolve_device(t_cfg["device"])

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "CheckpointManager", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointManager", "capture_rng", "load_checkpoint", "restore_rng",
+           "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +98,30 @@ class CheckpointManager:
             except CheckpointError as exc:
                 log.warning("%s; falling back to the previous checkpoint", exc)
         return None
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state as checkpoint-safe values (tensors, lists, tuples of ints)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain_num, np_state[2:])]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    random.setstate(_tuplify(state["python"]))
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain_num(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _tuplify(v: Any) -> Any:
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list | tuple) else v

@@ -8,10 +8,10 @@ plugins may add parameter groups mid-run (MoE upcycling): every group carries it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DECAYS", "WarmupCosine"]
+__all__ = ["DECAYS", "WarmupCosine", "split_decay"]
 
 DECAYS = ("cosine", "linear", "constant")
 
@@ -64,3 +64,16 @@ class WarmupCosine:
         # The shape comes from the current config (a resumed run may extend max_steps);
         # only the position is restored.
         self.last_step = int(state.get("last_step", -1))
+
+
+def split_decay(params: Iterable[Any], weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: matrices (decayed) and vectors/scalars (norms, biases: not decayed)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": float(weight_decay)})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups

@@ -7,13 +7,14 @@ shows up the file is rewritten with the wider header, so it stays one valid CSV.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "plot_losses"]
+__all__ = ["MetricsLogger", "logging_redirect", "plot_losses", "progress_bar"]
 
 
 class MetricsLogger:
@@ -96,3 +97,19 @@ def plot_losses(rows: list[Mapping[str, Any]], path: str | Path, title: str = ""
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def progress_bar(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+def logging_redirect(bar: Any) -> Any:
+    if bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()

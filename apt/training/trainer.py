@@ -51,9 +51,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import signal
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
@@ -64,13 +62,14 @@ import numpy as np
 import torch
 
 from apt.data.loader import BatchLoader
-from apt.training.checkpoint import CheckpointManager, load_checkpoint
+from apt.training.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from apt.training.distributed import DistContext, no_sync
-from apt.training.lr import WarmupCosine
-from apt.training.metrics import MetricsLogger, plot_losses
+from apt.training.lr import WarmupCosine, split_decay
+from apt.training.metrics import MetricsLogger, logging_redirect, plot_losses, progress_bar
 from apt.training.schema import TrainerConfig
+from apt.training.signals import install_stop_handlers
 
-__all__ = ["Trainer", "capture_rng", "restore_rng", "split_decay"]
+__all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +202,11 @@ class Trainer:
         self.refresh_model_structure()
         self.fire("on_train_begin", config=self.run_config)
         restore = self._install_signal_handlers()
-        bar = _progress(c.progress and self.dist.is_main, self.max_steps, self.step)
+        bar = progress_bar(c.progress and self.dist.is_main, self.max_steps, self.step)
         t0 = self._window_t0 = time.perf_counter()
         self._window_n, self._window_tokens0 = 0, self.tokens_seen
         try:
-            with _logging_redirect(bar):
+            with logging_redirect(bar):
                 self._loop(bar)
         finally:
             self.train_time += time.perf_counter() - t0
@@ -535,26 +534,12 @@ class Trainer:
 
     def _install_signal_handlers(self) -> Any:
         """SIGINT/SIGTERM end the run after the current step (a checkpoint is then saved)."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {}
+        return install_stop_handlers(self._on_signal)
 
-        def handler(signum: int, frame: Any) -> None:
-            if self._signal is not None:  # second signal: give up immediately
-                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-                raise KeyboardInterrupt
-            log.warning("received %s: stopping after this step and saving a checkpoint",
-                        signal.Signals(signum).name)
-            self._signal = signum
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore
+    def _on_signal(self, signum: int) -> None:
+        log.warning("received %s: stopping after this step and saving a checkpoint",
+                    signal.Signals(signum).name)
+        self._signal = signum
 
     @property
     def interrupted_by(self) -> int | None:
@@ -562,51 +547,11 @@ class Trainer:
         return self._signal
 
 
-def split_decay(params: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: matrices (decayed) and vectors/scalars (norms, biases: not decayed)."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": float(weight_decay)})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def capture_rng() -> dict[str, Any]:
-    """Every RNG state as checkpoint-safe values (tensors, lists, tuples of ints)."""
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    np_state = np.random.get_state()
-    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain_num, np_state[2:])]
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    random.setstate(_tuplify(state["python"]))
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _is_stock_aux(model: torch.nn.Module) -> bool:
     """Whether ``model.aux_losses`` is TransformerLM's (sum of ``last_aux_losses`` of layers)."""
     from apt.modeling.transformer import TransformerLM
 
     return getattr(type(model), "aux_losses", None) is TransformerLM.aux_losses
-
-
-def _plain_num(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def _tuplify(v: Any) -> Any:
-    return tuple(_tuplify(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def _trainer_config(config: Any) -> TrainerConfig:
@@ -632,19 +577,3 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-def _progress(enabled: bool, total: int, initial: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5)
-
-
-def _logging_redirect(bar: Any) -> Any:
-    if bar is None:
-        return contextlib.nullcontext()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    return logging_redirect_tqdm()
