@@ -22,6 +22,7 @@ from torch import nn
 
 from apt.core.provider import AttentionProvider
 from apt.modeling.layers import Rotary
+from apt.providers.options import DeclaredOptions
 
 __all__ = [
     "AutopoieticAttention",
@@ -150,31 +151,11 @@ class AutopoieticAttention(CausalSelfAttention):
         return self.merge(y + (self.alpha * torch.tanh(self.tau)).to(y.dtype) * g * p)
 
 
-def _check_options(name: str, options: Mapping[str, Any], known: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"{name} attention: unknown option(s) {unknown}; valid options: {sorted(known)}")
-
-
-class BuiltinAttentionProvider(AttentionProvider):
+class BuiltinAttentionProvider(DeclaredOptions, AttentionProvider):
     """Shared checks and construction for the built-in attention providers."""
 
     supports_rope = True
     layer_cls: type[CausalSelfAttention] = CausalSelfAttention
-    #: Provider options and their defaults (``APTConfig.attention_config``).
-    options: dict[str, Any] = {}
-    name = ""
-
-    def get_name(self) -> str:
-        return self.name
-
-    def get_version(self) -> str:
-        return "1.0.0"
-
-    def resolved_options(self) -> dict[str, Any]:
-        own = dict(getattr(self, "config", {}) or {})
-        _check_options(self.name, own, self.options)
-        return {**self.options, **own}
 
     def validate_config(self, config: Mapping[str, Any]) -> bool:
         d_model, num_heads = config.get("d_model", 0), config.get("num_heads", 1)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apt.core.provider import FFNProvider
+from apt.providers.options import DeclaredOptions
 
 __all__ = ["ACTIVATIONS", "MLP", "BuiltinFFNProvider", "MLPProvider", "SwiGLU", "SwiGLUProvider"]
 
@@ -64,25 +65,8 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(gate) * up))
 
 
-class BuiltinFFNProvider(FFNProvider):
+class BuiltinFFNProvider(DeclaredOptions, FFNProvider):
     """Option checks shared by the built-in dense FFN providers."""
-
-    name = ""
-    #: Provider options and their defaults (``APTConfig.ffn_config``).
-    options: dict[str, Any] = {}
-
-    def get_name(self) -> str:
-        return self.name
-
-    def get_version(self) -> str:
-        return "1.0.0"
-
-    def resolved_options(self) -> dict[str, Any]:
-        own = dict(getattr(self, "config", {}) or {})
-        unknown = sorted(set(own) - set(self.options))
-        if unknown:
-            raise ValueError(f"{self.name} ffn: unknown option(s) {unknown}; valid options: {sorted(self.options)}")
-        return {**self.options, **own}
 
     def validate_config(self, config: Mapping[str, Any]) -> bool:
         for key in ("d_model", "d_ff"):

@@ -32,6 +32,7 @@ from torch import nn
 from apt.core.provider import FFNProvider
 from apt.core.registry import Registry
 from apt.modeling.builder import call_accepting
+from apt.providers.options import DeclaredOptions
 
 __all__ = ["MoELayer", "MoEProvider"]
 
@@ -126,7 +127,7 @@ class MoELayer(nn.Module):
         return f"experts={self.num_experts}, top_k={self.top_k}, capacity_factor={self.capacity_factor}"
 
 
-class MoEProvider(FFNProvider):
+class MoEProvider(DeclaredOptions, FFNProvider):
     """Mixture of experts built from another FFN provider and a router provider."""
 
     name = "moe"
@@ -137,19 +138,6 @@ class MoEProvider(FFNProvider):
         "expert_d_ff": None, "router": None, "router_config": {}, "shared_expert": False,
         "balance_coef": None, "z_coef": None,
     }
-
-    def get_name(self) -> str:
-        return self.name
-
-    def get_version(self) -> str:
-        return "1.0.0"
-
-    def resolved_options(self) -> dict[str, Any]:
-        own = dict(getattr(self, "config", {}) or {})
-        unknown = sorted(set(own) - set(self.options))
-        if unknown:
-            raise ValueError(f"moe ffn: unknown option(s) {unknown}; valid options: {sorted(self.options)}")
-        return {**self.options, **own}
 
     def validate_config(self, config: Mapping[str, Any]) -> bool:
         """Checks the options, then the expert and router providers with their own configs."""

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apt.core.provider import RouterProvider
+from apt.providers.options import DeclaredOptions
 
 __all__ = [
     "RouterOutput",
@@ -138,7 +139,7 @@ def _check_router_args(
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-class TopKRouterProvider(RouterProvider):
+class TopKRouterProvider(DeclaredOptions, RouterProvider):
     """Softmax top-k router (options: top_k, temperature, noise_std, normalize, balance_coef, z_coef)."""
 
     name = "topk"
@@ -148,19 +149,11 @@ class TopKRouterProvider(RouterProvider):
         "balance_coef": 0.01, "z_coef": 0.001,
     }
 
-    def get_name(self) -> str:
-        return self.name
-
-    def get_version(self) -> str:
-        return "1.0.0"
+    passthrough = ("num_experts",)  # read by ModelBuilder.build_router, not an option here
 
     def resolved_options(self, **overrides: Any) -> dict[str, Any]:
-        own = dict(getattr(self, "config", {}) or {})
-        own.pop("num_experts", None)  # read by ModelBuilder.build_router, not an option here
-        unknown = sorted(set(own) - set(self.options))
-        if unknown:
-            raise ValueError(f"{self.name} router: unknown option(s) {unknown}; valid options: {sorted(self.options)}")
-        return {**self.options, **own, **{k: v for k, v in overrides.items() if v is not None}}
+        """Options, then ``overrides`` that are not None (values the caller decides)."""
+        return {**super().resolved_options(), **{k: v for k, v in overrides.items() if v is not None}}
 
     def validate_config(self, config: Mapping[str, Any]) -> bool:
         opts = self.resolved_options(top_k=config.get("top_k"))
