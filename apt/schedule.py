@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from apt.core.config import to_plain
+
 __all__ = [
     "BYS",
     "TYPES",
@@ -139,7 +141,7 @@ class Schedule:
         max_epochs: int | None = None,
         max_steps: int | None = None,
     ) -> None:
-        self.config: dict[str, Any] = _plain(config) if config is not None else {}
+        self.config: dict[str, Any] = to_plain(config) if config is not None else {}
         if not isinstance(self.config, dict):
             raise ScheduleError(
                 f"schedule config must be a mapping, got {type(self.config).__name__}"
@@ -486,16 +488,6 @@ def _check_int(what: str, value: Any, minimum: int) -> int:
 
 def _positive_or_none(name: str, value: Any) -> int | None:
     return None if value is None else _check_int(name, value, 1)
-
-
-def _plain(value: Any) -> Any:
-    if type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 register_resolver()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["APTConfig"]
+__all__ = ["APTConfig", "to_plain"]
 
 _NORMS = ("layernorm", "rmsnorm")
 _POSITIONS = ("learned", "rope")
@@ -60,7 +60,7 @@ class APTConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> APTConfig:
         """Build from a mapping (or an OmegaConf node); unknown keys go to ``extra``."""
-        data = _plain(data) if data is not None else {}
+        data = to_plain(data) if data is not None else {}
         if not isinstance(data, dict):
             raise TypeError(f"APTConfig.from_dict expects a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -85,8 +85,8 @@ class APTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict; ``extra`` keys are flattened back to the top level (round-trips)."""
-        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
-        out.update(_plain(self.extra))
+        out = {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
+        out.update(to_plain(self.extra))
         return out
 
     # -- access -------------------------------------------------------------------------
@@ -138,14 +138,14 @@ class APTConfig:
 _MISSING = object()
 
 
-def _plain(value: Any) -> Any:
-    """Convert OmegaConf nodes and nested mappings to plain containers."""
+def to_plain(value: Any) -> Any:
+    """Plain containers from OmegaConf nodes (resolved) and nested mappings; other values as is."""
     if type(value).__module__.startswith("omegaconf"):
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(value, resolve=True)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value

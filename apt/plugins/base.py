@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from apt.core.config import to_plain
 from apt.plugins.hooks import EVENT_ALIASES, EVENTS
 
 if TYPE_CHECKING:
@@ -25,10 +26,7 @@ def _as_dict(config: Any) -> dict[str, Any]:
     """A plain dict from None, a mapping, an OmegaConf node or an APTConfig."""
     if config is None:
         return {}
-    if type(config).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(config, resolve=True)
+    config = to_plain(config)
     if hasattr(config, "to_dict") and not isinstance(config, Mapping):
         config = config.to_dict()
     if not isinstance(config, Mapping):

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from apt.core.config import to_plain
 from apt.data.loader import BatchLoader
 from apt.training.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from apt.training.distributed import DistContext, no_sync
@@ -557,11 +558,7 @@ def _is_stock_aux(model: torch.nn.Module) -> bool:
 def _trainer_config(config: Any) -> TrainerConfig:
     if isinstance(config, TrainerConfig):
         return config
-    data = dict(config or {})
-    if type(config).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        data = OmegaConf.to_container(config, resolve=True)
+    data = dict(to_plain(config) or {})
     known = {f.name for f in fields(TrainerConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from apt.core.config import APTConfig
+from apt.core.config import APTConfig, to_plain
 from apt.data.dataset import DATASETS
 from apt.training.lr import DECAYS
 
@@ -213,12 +213,6 @@ def _positive_int(section: Mapping[str, Any], key: str, where: str, problems: li
     value = section.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         problems.append(f"{where}.{key} must be a positive integer, got {value!r}")
-
-
-def to_plain(node: Any) -> Any:
-    if isinstance(node, DictConfig) or type(node).__module__.startswith("omegaconf"):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def dotted_target(target: str) -> str:
