@@ -76,7 +76,8 @@ def test_every_model_option(option):
 
 
 @pytest.mark.parametrize("option", options("plugin"))
-def test_every_plugin_option_loads_and_sets_up(option):
+def test_every_plugin_option_loads_and_sets_up(option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # plugins with relative output files (training.log) write here
     cfg = compose_cfg(f"plugin=[{option}]")
     assert list(cfg.plugin) == [option]
     assert validate(cfg) == []
@@ -130,3 +131,14 @@ def test_every_experiment_preset(option, monkeypatch):
     cfg = compose_cfg(f"experiment={option}", base=[])
     assert validate(cfg) == []
     _build_and_forward(cfg)
+
+
+def test_moe_align_preset_measures_the_run_in_epochs():
+    # the command: `train.py plugin=[moe,align] schedule=moe_align trainer.max_epochs=4`
+    cfg = compose_cfg("plugin=[moe,align]", "schedule=moe_align", "trainer.max_epochs=4", base=[])
+    assert cfg.trainer.steps_per_epoch == 100 and cfg.trainer.max_steps is None
+    assert cfg.schedule.enable_moe_at_epoch == 2 and cfg.schedule.enable_align_at_epoch == 3
+    assert validate(cfg) == []
+    # a command-line value still wins over the preset
+    cfg = compose_cfg("schedule=moe_align", "trainer.steps_per_epoch=7", base=[])
+    assert cfg.trainer.steps_per_epoch == 7
