@@ -198,9 +198,9 @@ def test_schedule_table_and_png(tmp_path, capsys):
 
 
 def test_schedule_needs_a_known_horizon(capsys):
-    assert main(["schedule", "schedule=moe_align"]) == 2
+    assert main(["schedule", "schedule=moe_align", "trainer.max_epochs=null"]) == 2
     assert "--epochs" in capsys.readouterr().err
-    assert main(["schedule", "schedule=moe_align", "--epochs", "3"]) == 0
+    assert main(["schedule", "schedule=moe_align", "trainer.max_epochs=null", "--epochs", "3"]) == 0
     assert "note: ['moe', 'align'] scheduled but not selected" in capsys.readouterr().out
 
 

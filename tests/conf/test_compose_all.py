@@ -14,7 +14,6 @@ from apt.schedule import Schedule
 from apt.training.schema import register_configs
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
 BASE = ["model=tiny", "data=synthetic", "trainer=debug"]
 
 
@@ -111,9 +110,18 @@ def test_every_optim_option(option):
     assert opt.param_groups[0]["lr"] == cfg.optim.optimizer.lr
 
 
+@pytest.fixture
+def text_file(tmp_path):
+    """A small UTF-8 corpus, so the tests do not depend on ../shared being present."""
+    path = tmp_path / "corpus.txt"
+    lines = [f"Line {i}: the quick brown fox jumps over the lazy dog; ÆØÅ {i * i}\n" for i in range(600)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
 @pytest.mark.parametrize("option", options("data"))
-def test_every_data_option(option, tmp_path):
-    extra = [f"data.path={SHAKESPEARE}"] if option == "text" else []
+def test_every_data_option(option, tmp_path, text_file):
+    extra = [f"data.path={text_file}"] if option == "text" else []
     cfg = compose_cfg(f"data={option}", f"data.cache_dir={tmp_path}", "data.max_bytes=50000", *extra)
     assert validate(cfg) == []
     data = load_dataset(cfg.data)
@@ -126,8 +134,8 @@ def test_every_trainer_option(option):
 
 
 @pytest.mark.parametrize("option", options("experiment"))
-def test_every_experiment_preset(option, monkeypatch):
-    monkeypatch.setenv("APT_SHAKESPEARE", str(SHAKESPEARE))
+def test_every_experiment_preset(option, monkeypatch, text_file):
+    monkeypatch.setenv("APT_SHAKESPEARE", str(text_file))
     cfg = compose_cfg(f"experiment={option}", base=[])
     assert validate(cfg) == []
     _build_and_forward(cfg)
@@ -137,8 +145,9 @@ def test_moe_align_preset_measures_the_run_in_epochs():
     # the issue's command: `train.py plugin=[moe,align] schedule=moe_align trainer.max_epochs=4`
     cfg = compose_cfg("plugin=[moe,align]", "schedule=moe_align", "trainer.max_epochs=4", base=[])
     assert cfg.trainer.steps_per_epoch == 100 and cfg.trainer.max_steps is None
+    assert cfg.trainer.max_epochs == 4
     assert cfg.schedule.enable_moe_at_epoch == 2 and cfg.schedule.enable_align_at_epoch == 3
     assert validate(cfg) == []
     # a command-line value still wins over the preset
-    cfg = compose_cfg("schedule=moe_align", "trainer.steps_per_epoch=7", base=[])
-    assert cfg.trainer.steps_per_epoch == 7
+    cfg = compose_cfg("schedule=moe_align", "trainer.steps_per_epoch=7", "trainer.max_epochs=6", base=[])
+    assert cfg.trainer.steps_per_epoch == 7 and cfg.trainer.max_epochs == 6
