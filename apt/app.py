@@ -43,7 +43,7 @@ from apt.training.validation import (
     validate,
 )
 
-__all__ = ["ConfigProblems", "check_overrides", "load_plugins", "main", "new_plugin_manager",
+__all__ = ["ConfigProblems", "check_overrides", "in_run_dir", "load_plugins", "main", "new_plugin_manager",
            "resolve_device", "run", "validate"]
 
 log = logging.getLogger("apt")
@@ -142,7 +142,7 @@ def _run(cfg: DictConfig, plain: dict[str, Any], *, pm: Any, out_dir: str | Path
     plugins_cfg = plain.get("plugin") or {}
     pm = pm if pm is not None else new_plugin_manager(t_cfg["strict_hooks"])
     if out_dir is not None:
-        plugins_cfg = {n: _in_run_dir(o, Path(out_dir)) for n, o in plugins_cfg.items()}
+        plugins_cfg = {n: in_run_dir(o, Path(out_dir)) for n, o in plugins_cfg.items()}
     problems = load_plugins(pm, plugins_cfg)
     if problems:
         raise ConfigProblems(problems)
@@ -334,7 +334,7 @@ def _import_target(target: str) -> Any:
     return obj
 
 
-def _in_run_dir(options: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+def in_run_dir(options: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     """Relative ``*_file`` / ``*_dir`` plugin options point into the run directory."""
     out = dict(options)
     for key, value in options.items():

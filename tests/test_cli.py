@@ -174,6 +174,14 @@ def test_hooks_cli_output_and_errors():
     assert "unknown plugin 'early_stoping'" in bad.stderr and "early_stopping" in bad.stderr
 
 
+def test_hooks_writes_nothing_where_it_runs(tmp_path, monkeypatch, capsys):
+    # setting plugins up to list their hooks must not leave their files (training.log) behind
+    monkeypatch.chdir(tmp_path)
+    assert main(["hooks", "plugin=[logging,csv]"]) == 0
+    assert "logging.on_epoch_end" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hooks_marks_plugins_the_schedule_enables_later(capsys):
     assert main(["hooks", "plugin=[moe,align,throughput]", "schedule=moe_align", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)

@@ -9,7 +9,9 @@ and reads the hook manager, ``check`` calls the app's validation.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -53,20 +55,21 @@ def _container(node: Any) -> dict[str, Any]:
 
 
 # -- hooks ---------------------------------------------------------------------------------
-def plugin_manager_for(cfg: DictConfig) -> Any:
+def plugin_manager_for(cfg: DictConfig, out_dir: Path) -> Any:
     """A fresh PluginManager with the config's plugins loaded and set up, as the app does.
 
     Uses the app's own steps (:func:`apt.app.validate`, ``new_plugin_manager``,
     ``load_plugins``, ``setup_all``) so hooks are registered by the same code, in the same
-    order, as in a run.
+    order, as in a run. Relative ``*_file``/``*_dir`` options point into ``out_dir`` (as
+    into a run directory), so setting plugins up writes nothing where the command runs.
     """
-    from apt.app import ConfigProblems, load_plugins, new_plugin_manager, validate
+    from apt.app import ConfigProblems, in_run_dir, load_plugins, new_plugin_manager, validate
     from apt.plugins import PluginError
 
     problems = validate(cfg)
     if problems:
         raise ConfigProblems(problems)
-    plugins = _container(cfg.get("plugin"))
+    plugins = {name: in_run_dir(options, out_dir) for name, options in _container(cfg.get("plugin")).items()}
     pm = new_plugin_manager(bool(cfg.trainer.get("strict_hooks", False)))
     problems = load_plugins(pm, plugins)
     if problems:
@@ -98,19 +101,23 @@ def hook_table(overrides: Sequence[str], config_dir: str | None = None, *,
     from apt.plugins import EVENTS
 
     cfg = compose_config(overrides, config_dir)
-    manager = plugin_manager_for(cfg)
-    hm = manager.hook_manager
-    enable_at = _enable_at(cfg)
-    known = [*LOOP_ORDER, *(e for e in EVENTS if e not in LOOP_ORDER)]
-    extra = [e for e in hm.events() if e not in known]  # custom events plugins use
-    table = []
-    for event in [*known, *extra]:
-        hooks = [h for h in hm.list_hooks(event) if not h.disabled]
-        if hooks or all_events:
-            table.append({"event": event, "hooks": [
-                {"name": h.name, "plugin": h.plugin, "priority": h.priority,
-                 "condition": h.condition, "enabled_from": enable_at.get(h.plugin or "")}
-                for h in hooks]})
+    with tempfile.TemporaryDirectory(prefix="apt-hooks-") as scratch:
+        manager = plugin_manager_for(cfg, Path(scratch))
+        try:
+            hm = manager.hook_manager
+            enable_at = _enable_at(cfg)
+            known = [*LOOP_ORDER, *(e for e in EVENTS if e not in LOOP_ORDER)]
+            extra = [e for e in hm.events() if e not in known]  # custom events plugins use
+            table = []
+            for event in [*known, *extra]:
+                hooks = [h for h in hm.list_hooks(event) if not h.disabled]
+                if hooks or all_events:
+                    table.append({"event": event, "hooks": [
+                        {"name": h.name, "plugin": h.plugin, "priority": h.priority,
+                         "condition": h.condition, "enabled_from": enable_at.get(h.plugin or "")}
+                        for h in hooks]})
+        finally:
+            manager.teardown_all()  # plugins close what setup opened
     return table
 
 
