@@ -84,17 +84,8 @@ def check_attention_provider(
             torch.manual_seed(seed)
             return call_accepting(p.create_layer, d_model, num_heads, 0.0, **kw).to(device)
 
-        _check_determinism(label, make, prov, (batch, seq_len, d_model), device)
-        base = None
-        for dtype in dtypes:
-            layer = make(prov).to(dtype)
-            x = _input(seed, (batch, seq_len, d_model), dtype, device)
-            y = _check_output(label, dtype, layer, x)
-            _check_causal(label, dtype, layer, x, y, tol[dtype][0])
-            _check_grads(label, dtype, layer, x, y)
-            base = _check_against_float32(label, dtype, y, base, tol[dtype][1])
-            if ref is not None:
-                _check_reference(label, dtype, layer, make(ref).to(dtype), x, y, tol[dtype][0])
+        _check_layers(label, make, prov, ref, (batch, seq_len, d_model), dtypes, tol, seed, device,
+                      structure=_check_causal)
 
 
 def check_ffn_provider(
@@ -126,18 +117,8 @@ def check_ffn_provider(
         torch.manual_seed(seed)
         return call_accepting(p.create_layer, d_model, d_ff, 0.0, **(layer_kwargs or {})).to(device)
 
-    _check_determinism(label, make, prov, (batch, seq_len, d_model), device)
-    base = None
-    for dtype in dtypes:
-        layer = make(prov).to(dtype)
-        x = _input(seed, (batch, seq_len, d_model), dtype, device)
-        y = _check_output(label, dtype, layer, x)
-        if pointwise:
-            _check_pointwise(label, dtype, layer, x, y, tol[dtype][0])
-        _check_grads(label, dtype, layer, x, y)
-        base = _check_against_float32(label, dtype, y, base, tol[dtype][1])
-        if ref is not None:
-            _check_reference(label, dtype, layer, make(ref).to(dtype), x, y, tol[dtype][0])
+    _check_layers(label, make, prov, ref, (batch, seq_len, d_model), dtypes, tol, seed, device,
+                  structure=_check_pointwise if pointwise else None)
 
 
 def check_router_provider(
@@ -216,6 +197,38 @@ def _check_output(label: str, dtype: torch.dtype, layer: nn.Module, x: torch.Ten
     _assert(y.dtype == dtype, label, f"[{dtype}] output dtype {y.dtype} != input dtype {dtype}")
     _assert(bool(torch.isfinite(y).all()), label, f"[{dtype}] output has non-finite values")
     return y
+
+
+def _check_layers(
+    label: str,
+    make: Callable[[Provider], nn.Module],
+    prov: Provider,
+    ref: Provider | None,
+    shape: tuple[int, int, int],
+    dtypes: Sequence[torch.dtype],
+    tol: Mapping[torch.dtype, tuple[float, float]],
+    seed: int,
+    device: str | torch.device,
+    *,
+    structure: Callable[..., None] | None,
+) -> None:
+    """The checks every (B, T, C) -> (B, T, C) layer kind shares, per dtype.
+
+    ``structure`` is the kind's own check of which positions may influence which
+    (causal for attention, position-wise for an FFN), or None to skip it.
+    """
+    _check_determinism(label, make, prov, shape, device)
+    base = None
+    for dtype in dtypes:
+        layer = make(prov).to(dtype)
+        x = _input(seed, shape, dtype, device)
+        y = _check_output(label, dtype, layer, x)
+        if structure is not None:
+            structure(label, dtype, layer, x, y, tol[dtype][0])
+        _check_grads(label, dtype, layer, x, y)
+        base = _check_against_float32(label, dtype, y, base, tol[dtype][1])
+        if ref is not None:
+            _check_reference(label, dtype, layer, make(ref).to(dtype), x, y, tol[dtype][0])
 
 
 def _check_causal(label: str, dtype: torch.dtype, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, tol: float) -> None:
