@@ -66,12 +66,14 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). The first entry of each list is the default when
 # autotuning is off; 128-row tiles with 8 warps suit Hopper's wgmma, 64-row tiles and
-# 4 warps suit older cards and small head dims. At head dim 128 the dK/dV pass keeps two
-# fp32 accumulators and K, V resident and spills on sm_90 for most tiles; the narrow
-# 8-warp ones spill least (``scripts/bench_attention.py --compile-report``).
+# 4 warps suit older cards and small head dims. The defaults are the tiles that spill no
+# registers on sm_90 at head dims 64 and 128 as the JIT specialises them for contiguous
+# inputs (``scripts/bench_attention.py --compile-report``); dK/dV keeps two fp32
+# accumulators and K, V resident, so its default is the narrow 32x128 tile (64x128 spills
+# at head dim 128).
 FWD_CONFIGS = _configs([(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 8, 3), (128, 64, 4, 3),
                         (128, 128, 8, 2), (64, 64, 4, 3), (64, 32, 4, 4)])
-DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 8, 3), (32, 64, 8, 3), (64, 128, 8, 2),
+DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 8, 3), (64, 128, 8, 2),
                          (32, 64, 4, 3), (64, 64, 4, 3), (32, 128, 4, 3)])
 DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (128, 64, 8, 2),
                        (64, 32, 4, 3), (128, 128, 8, 2)])
