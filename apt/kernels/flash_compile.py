@@ -53,7 +53,7 @@ def compile_kernel(name: str, config: triton.Config, *, dtype: str = "bf16", arc
     """Compile kernel ``name`` ("fwd", "dkdv", "dq") with ``config`` for ``sm_<arch>``.
 
     ``specialize=True`` compiles what the JIT builds for contiguous inputs whose sequence
-    length is a multiple of 16 (every benchmark shape): at launch triton turns an integer
+    length and head count are multiples of 16 (every benchmark shape): at launch triton turns an integer
     argument equal to 1 into a constant and marks one divisible by 16, so unit head-dim
     strides make the loads vectorised and the others aligned. ``False`` compiles the
     general case (every stride and length a runtime value), the worst case for registers.
