@@ -36,6 +36,29 @@ def _row_block(CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _head_offsets(H):
+    """This program's head: ``(off_hz, off_z, off_h)``, the batch and head index in int64
+    so that base offsets of large tensors do not overflow."""
+    off_hz = tl.program_id(1)
+    return off_hz, (off_hz // H).to(tl.int64), (off_hz % H).to(tl.int64)
+
+
+@triton.jit
+def _key_bounds(start_m, N_CTX, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """Keys a query block visits (forward and dQ): ``[0, full_end)`` without masks, then
+    ``[full_end, hi)`` masked. Causal: key blocks left of the query block need no mask, the
+    diagonal block does, blocks right of it are never visited. Otherwise only the tail is
+    masked."""
+    if CAUSAL:
+        full_end = start_m
+        hi = tl.minimum(start_m + BLOCK_M, N_CTX)
+    else:
+        full_end = (N_CTX // BLOCK_N) * BLOCK_N
+        hi = N_CTX
+    return full_end, hi
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_d, lo, hi, qk_scale, N_CTX,
                BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
@@ -84,9 +107,7 @@ def flash_fwd_kernel(Q, K, V, Out, LSE, sm_scale,
                      CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # N_CTX_KEY (a power-of-two bucket of N_CTX) is read by the autotuner only.
     start_m = _row_block(CAUSAL) * BLOCK_M
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
+    off_hz, off_z, off_h = _head_offsets(H)
     Q_base = Q + off_z * stride_qz + off_h * stride_qh
     K_base = K + off_z * stride_kz + off_h * stride_kh
     V_base = V + off_z * stride_vz + off_h * stride_vh
@@ -103,14 +124,7 @@ def flash_fwd_kernel(Q, K, V, Out, LSE, sm_scale,
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     qk_scale = sm_scale * LOG2E
 
-    if CAUSAL:
-        # Key blocks left of this query block need no mask; the diagonal block does;
-        # blocks right of it are never visited.
-        full_end = start_m
-        hi = tl.minimum(start_m + BLOCK_M, N_CTX)
-    else:
-        full_end = (N_CTX // BLOCK_N) * BLOCK_N
-        hi = N_CTX
+    full_end, hi = _key_bounds(start_m, N_CTX, BLOCK_M, BLOCK_N, CAUSAL)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_kd,
                                stride_vn, stride_vd, offs_m, offs_d, 0, full_end, qk_scale,
                                N_CTX, BLOCK_N, CAUSAL, False, DOT_PRECISION)
@@ -132,9 +146,7 @@ def flash_bwd_preprocess_kernel(Out, DO, DELTA,
                                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """DELTA[z*H + h, m] = rowsum(dO * O): the softmax Jacobian's correction term."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
+    off_hz, off_z, off_h = _head_offsets(H)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX
     o = tl.load(Out + off_z * stride_oz + off_h * stride_oh
@@ -195,9 +207,7 @@ def flash_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale,
                           CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One program owns BLOCK_N keys/values and sweeps the query blocks that see them."""
     start_n = tl.program_id(0) * BLOCK_N
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
+    off_hz, off_z, off_h = _head_offsets(H)
     Q_base = Q + off_z * stride_qz + off_h * stride_qh
     DO_base = DO + off_z * stride_dz + off_h * stride_dh
     LSE_base = LSE + off_hz * N_CTX
@@ -288,9 +298,7 @@ def flash_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale,
                         CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One program owns BLOCK_M queries and sweeps the key blocks they attend to."""
     start_m = _row_block(CAUSAL) * BLOCK_M
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
+    off_hz, off_z, off_h = _head_offsets(H)
     K_base = K + off_z * stride_kz + off_h * stride_kh
     V_base = V + off_z * stride_vz + off_h * stride_vh
 
@@ -308,12 +316,7 @@ def flash_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale,
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     qk_scale = sm_scale * LOG2E
 
-    if CAUSAL:
-        full_end = start_m
-        hi = tl.minimum(start_m + BLOCK_M, N_CTX)
-    else:
-        full_end = (N_CTX // BLOCK_N) * BLOCK_N
-        hi = N_CTX
+    full_end, hi = _key_bounds(start_m, N_CTX, BLOCK_M, BLOCK_N, CAUSAL)
     dq = _bwd_dq_inner(dq, q, do, lse, delta, K_base, V_base, stride_kn, stride_kd,
                        stride_vn, stride_vd, offs_m, offs_d, 0, full_end, qk_scale, N_CTX,
                        BLOCK_N, CAUSAL, False, DOT_PRECISION)
