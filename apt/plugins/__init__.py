@@ -37,6 +37,7 @@ from apt.plugins.manager import (
     PluginNotFoundError,
     plugin_manager,
 )
+from apt.plugins.options import PluginOptionError, check_options, describe_options
 
 __all__ = [
     "EVENTS",
@@ -53,6 +54,7 @@ __all__ = [
     "PluginManager",
     "PluginNameError",
     "PluginNotFoundError",
+    "PluginOptionError",
     "after_epoch",
     "after_step",
     "all_of",
@@ -60,6 +62,8 @@ __all__ = [
     "before_epoch",
     "before_step",
     "canonical_event",
+    "check_options",
+    "describe_options",
     "every_n_epochs",
     "every_n_steps",
     "hook_manager",

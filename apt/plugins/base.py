@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from apt.core.config import to_plain
 from apt.plugins.hooks import EVENT_ALIASES, EVENTS
+from apt.plugins.options import check_options
 
 if TYPE_CHECKING:
     from apt.core.registry import Registry
@@ -39,7 +40,15 @@ class Plugin:
 
     ``config`` is always a dict (``{}`` when none is given). ``should_stop = True`` asks
     the trainer to end training after the current step.
+
+    A plugin declares its options by setting ``Options`` to a dataclass (see
+    :mod:`apt.plugins.options`): unknown keys and wrong types are then errors at creation,
+    ``self.config`` holds every option (defaults filled in) and ``self.options`` is the
+    dataclass instance.
     """
+
+    #: The dataclass declaring this plugin's options; None: the config is taken as given.
+    Options: ClassVar[type | None] = None
 
     # Class-level defaults so subclasses that skip ``super().__init__`` still work.
     _enabled: bool = True
@@ -48,6 +57,9 @@ class Plugin:
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = _as_dict(config)
+        if self.Options is not None:
+            self.config = check_options(self.Options, self.config, owner=f"plugin {self.get_name()!r}")
+            self.options = self.Options(**self.config)
         self._enabled = True
         self.should_stop = False
         self.registry: Registry | None = None

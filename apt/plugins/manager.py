@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from apt.plugins.base import Plugin, _as_dict
 from apt.plugins.hooks import HookManager, hook_manager
+from apt.plugins.options import PluginOptionError
 
 if TYPE_CHECKING:
     from apt.core.registry import Registry
@@ -174,6 +175,8 @@ class PluginManager:
         cfg = _as_dict(config)
         try:
             plugin = cls(cfg)
+        except PluginOptionError as exc:
+            raise PluginConfigError(str(exc)) from None
         except Exception as exc:
             raise PluginConfigError(f"plugin {name!r} could not be created from config {cfg}: {exc}") from exc
         if "config" not in vars(plugin):

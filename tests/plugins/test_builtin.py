@@ -71,7 +71,7 @@ def test_early_stopping_max_mode_and_state(pm):
 @pytest.mark.parametrize("cfg, msg", [
     ({"patience": 0}, "patience must be a positive integer, got 0"),
     ({"min_delta": -1}, "min_delta must be a non-negative number, got -1"),
-    ({"mode": "up"}, "mode must be 'min' or 'max', got 'up'"),
+    ({"mode": "up"}, "option mode='up' must be one of 'min', 'max'"),
 ])
 def test_early_stopping_config_errors(pm, cfg, msg):
     with pytest.raises(PluginConfigError, match=msg):

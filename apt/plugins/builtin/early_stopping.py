@@ -10,29 +10,35 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from apt.plugins.base import Plugin
 
-__all__ = ["EarlyStoppingPlugin"]
+__all__ = ["EarlyStoppingOptions", "EarlyStoppingPlugin"]
 
 log = logging.getLogger(__name__)
 
 
-class EarlyStoppingPlugin(Plugin):
-    """Stop training if validation loss doesn't improve.
+@dataclass
+class EarlyStoppingOptions:
+    patience: int = 5  # validations without improvement before stopping
+    min_delta: float = 0.001  # smallest change that counts as an improvement
+    monitor: str = "val_loss"  # metric key of on_validation_end's metrics
+    mode: Literal["min", "max"] = "min"
 
-    Config: ``patience`` (validations without improvement, default 5), ``min_delta``
-    (smallest change that counts, default 0.001), ``monitor`` (metric key, default
-    ``val_loss``), ``mode`` (``min`` or ``max``).
-    """
+
+class EarlyStoppingPlugin(Plugin):
+    """Stop training if validation loss doesn't improve (options: :class:`EarlyStoppingOptions`)."""
+
+    Options = EarlyStoppingOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.patience = self.config.get("patience", 5)
-        self.min_delta = self.config.get("min_delta", 0.001)
-        self.monitor = self.config.get("monitor", "val_loss")
-        self.mode = self.config.get("mode", "min")
+        self.patience = self.options.patience
+        self.min_delta = self.options.min_delta
+        self.monitor = self.options.monitor
+        self.mode = self.options.mode
         self.best_loss = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
         self.should_stop = False
@@ -44,12 +50,11 @@ class EarlyStoppingPlugin(Plugin):
         return "1.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+        """Ranges; types were checked against :class:`EarlyStoppingOptions` at creation."""
+        if self.patience < 1:
             raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
-        if not isinstance(self.min_delta, int | float) or self.min_delta < 0:
+        if self.min_delta < 0:
             raise ValueError(f"min_delta must be a non-negative number, got {self.min_delta!r}")
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
         return True
 
     def _improved(self, value: float) -> bool:
