@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -25,9 +24,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from apt.core.errors import ConfigProblems
+from apt.core.errors import ConfigProblems, did_you_mean
 
-__all__ = ["CONFIG_NAME", "compose", "conf_dir", "did_you_mean", "hydra_args", "sweep_variants"]
+__all__ = ["CONFIG_NAME", "compose", "conf_dir", "hydra_args", "sweep_variants"]
 
 #: The primary config of train.py and ``python -m apt``.
 CONFIG_NAME = "config"
@@ -36,12 +35,6 @@ CONFIG_NAME = "config"
 def conf_dir() -> Path:
     """APT's own config directory; every lookup of ``conf/`` goes through this function."""
     return Path(__file__).resolve().parent.parent / "conf"
-
-
-def did_you_mean(name: str, choices: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` for a near miss among ``choices``, else ``""``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @contextlib.contextmanager
