@@ -5,7 +5,7 @@ apt.training). Before Hydra creates a run directory, apt.app.preflight composes 
 the command line as `python -m apt check` does: a mistake is one `error:` line and exit
 status 2. Hydra then composes the run and apt.app.main checks, builds and trains it, and
 returns the final validation loss (so Hydra sweepers can minimise it).
-`python train.py --help` lists every group and option.
+`python train.py --help` lists every group and option (`--hydra-help`: Hydra's flags).
 """
 
 import sys
@@ -32,8 +32,9 @@ if __name__ == "__main__":
 
     sys.argv += worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
     try:
-        preflight(sys.argv[1:])
+        answered = preflight(sys.argv[1:])  # --help is answered here
     except ConfigProblems as exc:
         report(exc)
         sys.exit(CONFIG_ERROR_EXIT)
-    main()
+    if not answered:
+        main()

@@ -55,18 +55,23 @@ def check_config(overrides: Sequence[str], config_dir: str | None = None) -> lis
     return checked.warnings
 
 
-def preflight(argv: Sequence[str]) -> None:
+def preflight(argv: Sequence[str]) -> bool:
     """Check train.py's command line before Hydra runs it; raises ConfigProblems.
 
-    A single run is checked completely (:func:`check_config`). A sweep (``-m``) is checked
-    for composition errors in every swept value (a typo ends it before any job starts);
-    each job's values are checked by the job, which fails alone and is recorded.
+    Returns True when the command line is answered here (``--help``, printed from the
+    config directories: Hydra's own takes seconds). A single run is checked completely
+    (:func:`check_config`). A sweep (``-m``) is checked for composition errors in every
+    swept value (a typo ends it before any job starts); each job's values are checked by
+    the job, which fails alone and is recorded.
     """
-    from apt.compose import compose, hydra_args, sweep_variants
+    from apt.compose import compose, help_text, hydra_args, sweep_variants
 
     args = hydra_args(argv)
-    if args.help or args.hydra_help or args.shell_completion:
-        return
+    if args.help:
+        print(help_text(args.overrides, args.config_dir), end="")
+        return True
+    if args.hydra_help or args.shell_completion:
+        return False
     if args.multirun:
         for overrides in sweep_variants(args.overrides):
             compose(overrides, args.config_dir)
@@ -75,6 +80,7 @@ def preflight(argv: Sequence[str]) -> None:
     else:
         for line in check_config(args.overrides, args.config_dir):
             print(f"warning: {line}", file=sys.stderr)
+    return False
 
 
 # -- the Hydra task function --------------------------------------------------------------------

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from apt.core.errors import ConfigProblems, did_you_mean
 
-__all__ = ["CONFIG_NAME", "compose", "conf_dir", "hydra_args", "sweep_variants"]
+__all__ = ["CONFIG_NAME", "compose", "conf_dir", "config_groups", "help_text", "hydra_args", "sweep_variants"]
 
 #: The primary config of train.py and ``python -m apt``.
 CONFIG_NAME = "config"
@@ -93,6 +93,34 @@ def _strip_hydra(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return cfg
+
+
+def config_groups(config_dir: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """``{group: [options]}`` of APT's conf/ and ``config_dir`` (Hydra's own groups left out).
+
+    Read from the directories: Hydra's ``--help`` asks its config loader once per group and
+    takes seconds; this takes milliseconds.
+    """
+    roots = [conf_dir()] + ([Path(config_dir).expanduser().resolve()] if config_dir is not None else [])
+    groups: dict[str, set[str]] = {}
+    for root in roots:
+        for path in root.rglob("*.yaml"):
+            group = path.parent.relative_to(root).as_posix()
+            if group != "." and group.split("/")[0] != "hydra":
+                groups.setdefault(group, set()).add(path.stem)
+    return {g: sorted(groups[g]) for g in sorted(groups)}
+
+
+def help_text(overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] | None = None) -> str:
+    """train.py's ``--help``: the config groups and their options, then the composed config."""
+    from omegaconf import OmegaConf
+
+    groups = "\n".join(f"{g}: {', '.join(o)}" for g, o in config_groups(config_dir).items())
+    config = OmegaConf.to_yaml(compose(overrides, config_dir))
+    return (f"python train.py [group=option ...] [key=value ...]   (-m: a sweep; --hydra-help: Hydra's flags)\n\n"
+            f"== Configuration groups ==\nCompose your configuration from those groups (group=option)\n\n"
+            f"{groups}\n\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n{config}\n"
+            f"Check a configuration without running it: python -m apt check [overrides]\n")
 
 
 # -- train.py's command line ---------------------------------------------------------------

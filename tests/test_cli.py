@@ -227,6 +227,12 @@ def test_check_reports_problems_like_train_py():
     assert unknown.returncode == 2 and "unknown provider/attention 'flsh' (did you mean 'flash'?)" in unknown.stderr
 
 
+def test_check_warns_about_a_schedule_entry_for_an_unselected_plugin(capsys):
+    assert main(["check", *TINY, "+schedule.enable_moe_at_epoch=2"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: schedule enable_moe_at_epoch: 2 refers to plugin 'moe', which is not selected")
+
+
 def test_config_dir_adds_to_apts_configs(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "wide.yaml").write_text("defaults:\n  - /schema/model@_here_\n  - _self_\nd_model: 64\n")
