@@ -197,11 +197,11 @@ def _remove_fresh_run_dir() -> None:
     Only Hydra's own files (``.hydra/`` and the log) may be in it: a directory holding
     anything else (an earlier run's checkpoints) is left alone.
     """
-    out = _hydra_output_dir()
-    if out is None or not out.is_dir():
-        return
     from hydra.core.hydra_config import HydraConfig
 
-    own = {HydraConfig.get().output_subdir or ".hydra", f"{HydraConfig.get().job.name}.log"}
-    if {p.name for p in out.iterdir()} <= own:
+    out = _hydra_output_dir()
+    subdir = HydraConfig.get().output_subdir if out is not None else None
+    if out is None or subdir is None or not (out / subdir).is_dir() or out.resolve() == Path.cwd().resolve():
+        return  # not a directory Hydra made for this run (torchrun workers run in the cwd)
+    if {p.name for p in out.iterdir()} <= {subdir, f"{HydraConfig.get().job.name}.log"}:
         shutil.rmtree(out, ignore_errors=True)
