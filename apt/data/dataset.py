@@ -116,6 +116,8 @@ def _cached(root: Path, key: str, name: str, build) -> TokenData:
     meta_path = target / "meta.json"
     if not meta_path.is_file():
         train, val, tok = build()
+        if len(train) == 0 or len(val) == 0:  # e.g. a one-character file: never cache it
+            raise ValueError(f"{name}: {len(train)} train / {len(val)} val tokens; nothing to train on")
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from apt.data import checks, load_dataset
 from apt.data.checks import check_data, min_split_tokens
@@ -56,3 +57,13 @@ def test_options_the_source_does_not_read_are_errors():
     (problem,) = check_data({**vars(DataConfig()), "path": "x.txt"})
     assert problem == "data.path is set but data=stdlib reads no file"
     assert problem.hint == "to train on a file, choose the text source: data=text data.path=x.txt"
+
+
+def test_a_file_too_short_to_split_never_enters_the_token_cache(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("a", encoding="utf-8")
+    cfg = text(path, cache_dir=str(tmp_path / "cache"))
+    assert "data=text has 1 token (0 train / 1 val" in check_data(cfg)[0]
+    with pytest.raises(ValueError, match="0 train / 1 val tokens"):
+        load_dataset(cfg)  # called directly, without the check
+    assert not any((tmp_path / "cache").glob("*/meta.json"))
