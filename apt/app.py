@@ -64,6 +64,8 @@ def preflight(argv: Sequence[str]) -> bool:
     swept value (a typo ends it before any job starts); each job's values are checked by
     the job, which fails alone and is recorded.
     """
+    from hydra.types import RunMode
+
     from apt.compose import compose, help_text, hydra_args, sweep_variants
 
     args = hydra_args(argv)
@@ -72,9 +74,13 @@ def preflight(argv: Sequence[str]) -> bool:
         return True
     if args.hydra_help or args.shell_completion:
         return False
-    if args.multirun:
-        for overrides in sweep_variants(args.overrides):
-            compose(overrides, args.config_dir)
+    variants = sweep_variants(args.overrides)
+    if args.multirun or variants != [list(args.overrides)]:  # -m, or sweep values (hparams_search)
+        for overrides in variants:
+            cfg = compose(overrides, args.config_dir, with_hydra=True)
+        if not args.multirun and OmegaConf.select(cfg, "hydra.mode") != RunMode.MULTIRUN:
+            swept = sorted(set(args.overrides) - {o for v in variants for o in v})
+            raise ConfigProblems([f"{' '.join(swept)}: sweep values need a sweep; add -m"])
     elif args.cfg or args.info:
         compose(args.overrides, args.config_dir)
     else:
