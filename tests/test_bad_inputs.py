@@ -137,7 +137,7 @@ CASES = [
      "the checkpoint directory (trainer.checkpoint_dir) '{d}/a_file/ckpt' cannot be created"),
 ]
 # The few that also run as real train.py processes.
-TRAIN_PY = ["unknown-model", "provider-key", "seed", "one-char-file", "plugin-option", "moe-twice", "ckpt-text"]
+TRAIN_PY = ["unknown-model", "provider-key", "seed", "one-char-file", "plugin-option", "dependency", "ckpt-text"]
 
 
 def _args(overrides: list[str], files: Path) -> list[str]:
