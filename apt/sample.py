@@ -4,8 +4,9 @@ Options (Hydra-style ``key=value``): ``ckpt`` (required), ``prompt`` (default: a
 ``max_new_tokens`` (500), ``temperature`` (0.8; 0 = greedy), ``top_k`` (null), ``num_samples``
 (1), ``seed`` (1337), ``device`` (auto).
 
-The checkpoint carries the model config, the tokenizer and the run config, so nothing
-else is needed; plugins of the run that change the model's layout (MoE upcycling) are
+Options and the checkpoint's header are checked before torch is imported or any weight is
+read (a mistake is one ``error:`` line, exit status 2). The checkpoint carries the model
+config, the tokenizer and the run config, so nothing else is needed; plugins of the run that change the model's layout (MoE upcycling) are
 loaded from the saved config and restore it through ``on_checkpoint_load``.
 """
 
@@ -15,15 +16,23 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["load_model", "main", "sample"]
+from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, did_you_mean, report
+
+__all__ = ["check_args", "load_model", "main", "sample"]
 
 DEFAULTS = {"ckpt": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": None,
             "num_samples": 1, "seed": 1337, "device": "auto"}
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """``(model, tokenizer, checkpoint)`` rebuilt from an APT checkpoint, in eval mode."""
-    from apt.app import load_plugins, new_plugin_manager
+    """``(model, tokenizer, checkpoint)`` rebuilt from an APT checkpoint, in eval mode.
+
+    The run's plugins are created and set up by the config check's own code (so a plugin
+    that changes the model's layout restores it in ``on_checkpoint_load``) with one
+    registry, the one the model is built from.
+    """
+    from apt.checks import new_plugin_manager
+    from apt.checks.plugins import load_plugins, set_up_plugins
     from apt.core.config import APTConfig
     from apt.data.tokenizers import tokenizer_from_dict
     from apt.modeling import ModelBuilder
@@ -34,17 +43,18 @@ def load_model(path: str, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]
         raise CheckpointError(f"checkpoint {path!r} has no model config or tokenizer; it was not written by train.py")
     pm = new_plugin_manager()
     plugins = (state.get("config") or {}).get("plugin") or {}
-    problems = load_plugins(pm, plugins)
+    problems = load_plugins(pm, plugins) or set_up_plugins(pm)
     if problems:
         raise CheckpointError(f"checkpoint {path!r}: the run's plugins cannot be loaded: " + "; ".join(problems))
-    pm.setup_all()
-    model = ModelBuilder(APTConfig.from_dict(state["model_config"]), registry=pm.registry).build_model()
-    pm.load_state_dict(state.get("plugins", {}))
-    pm.trigger_event("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state, model=model,
-                     trainer=None, optimizer=None, schedule=None,
-                     epoch=state["progress"]["epoch"], step=state["progress"]["step"])
-    model.load_state_dict(state["model"])
-    pm.teardown_all()
+    try:
+        model = ModelBuilder(APTConfig.from_dict(state["model_config"]), registry=pm.registry).build_model()
+        pm.load_state_dict(state.get("plugins", {}))
+        pm.trigger_event("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state, model=model,
+                         trainer=None, optimizer=None, schedule=None,
+                         epoch=state["progress"]["epoch"], step=state["progress"]["step"])
+        model.load_state_dict(state["model"])
+    finally:
+        pm.teardown_all()
     return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"]), state
 
 
@@ -58,22 +68,57 @@ def sample(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, temp
     return tokenizer.decode(out[0].tolist())
 
 
+def check_args(args: dict[str, Any]) -> list[str]:
+    """Problems with ``apt.sample``'s options, one line each (no torch, no weights loaded)."""
+    from apt.checks.paths import checkpoint_path_problem, device_problem
+
+    unknown = sorted(set(args) - set(DEFAULTS))
+    if unknown:
+        return [f"unknown option {k!r}{did_you_mean(k, list(DEFAULTS))}; valid: {', '.join(DEFAULTS)}"
+                for k in unknown]
+    problems = []
+    if not args["ckpt"]:
+        problems.append("ckpt=<path> is required (a checkpoint written by train.py)")
+    else:
+        problems += [p.replace("ckpt_path=", "ckpt=", 1) for p in [checkpoint_path_problem(str(args["ckpt"]))] if p]
+    for key in ("max_new_tokens", "num_samples"):
+        if not _positive_int(args[key]):
+            problems.append(f"{key} must be a positive integer, got {args[key]!r}")
+    if args["top_k"] is not None and not _positive_int(args["top_k"]):
+        problems.append(f"top_k must be a positive integer or null, got {args['top_k']!r}")
+    t = args["temperature"]
+    if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
+        problems.append(f"temperature must be a number >= 0 (0: greedy), got {t!r}")
+    if not isinstance(args["seed"], int) or isinstance(args["seed"], bool):
+        problems.append(f"seed must be an integer, got {args['seed']!r}")
+    problems += [p.replace("trainer.device", "device") for p in [device_problem(str(args["device"]))] if p]
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
-    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(list(argv or sys.argv[1:]))))
-    unknown = sorted(set(args) - set(DEFAULTS))
-    if unknown or not args["ckpt"]:
-        print(f"usage: python -m apt.sample ckpt=<path> [{' '.join(f'{k}=' for k in DEFAULTS if k != 'ckpt')}]"
-              + (f"\nerror: unknown option(s) {unknown}" if unknown else "\nerror: ckpt=<path> is required"),
-              file=sys.stderr)
-        return 2
+    try:
+        cli = OmegaConf.from_cli(list(argv if argv is not None else sys.argv[1:]))
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's grammar errors: one line
+        print(f"error: cannot parse the options: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, cli))
+    problems = check_args(args)
+    if problems:
+        report(ConfigProblems(problems, hint="usage: python -m apt.sample ckpt=<path> "
+                              + " ".join(f"[{k}=]" for k in DEFAULTS if k != "ckpt")))
+        return CONFIG_ERROR_EXIT
     import torch
 
-    from apt.app import resolve_device
+    from apt.build import resolve_device
     from apt.training.checkpoint import CheckpointError
 
-    device = resolve_device(str(args["device"]))
+    try:
+        device = resolve_device(str(args["device"]))
+    except ConfigProblems as exc:
+        report(exc)
+        return CONFIG_ERROR_EXIT
     torch.manual_seed(int(args["seed"]))
     try:
         model, tok, _ = load_model(str(args["ckpt"]), device)
@@ -86,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sample(model, tok, str(args["prompt"]), max_new_tokens=int(args["max_new_tokens"]),
                      temperature=float(args["temperature"]), top_k=args["top_k"], device=device))
     return 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 if __name__ == "__main__":

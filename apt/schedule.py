@@ -40,12 +40,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from apt.core.config import to_plain
+from apt.core.errors import did_you_mean
 
 __all__ = [
     "BYS",
@@ -196,7 +196,11 @@ class Schedule:
         horizon = spec.get("horizon")
         if horizon is None:
             horizon = self.max_epochs if by == "epoch" else self.max_steps
-        start, end = float(spec["start"]), float(spec["end"])
+        try:
+            start, end = float(spec["start"]), float(spec["end"])
+        except (TypeError, ValueError):
+            raise ScheduleError(f"schedule {name!r}: start and end must be numbers, got "
+                                f"start={spec['start']!r}, end={spec['end']!r}") from None
         if horizon is None and start != end:
             raise ScheduleError(
                 f"schedule {name!r} anneals by {by} but the horizon is unknown: set "
@@ -248,23 +252,23 @@ class Schedule:
             )
         return int(position)
 
-    def check_plugins(self, selected: Iterable[str]) -> list[str]:
-        """Warn about schedules of plugins that are not selected; return their names.
+    def check_plugins(self, selected: Iterable[str], available: Iterable[str]) -> tuple[list[str], list[str]]:
+        """``(errors, warnings)`` about the plugins ``enable_<name>_at_*`` entries name.
 
-        The app calls this with the run's plugin names: such an entry has no effect,
-        which is usually a typo or a forgotten ``plugin=[...]``.
+        A name no plugin has (``available``: every loadable plugin) is an error, usually a
+        typo; a real plugin that is not ``selected`` is a warning: the entry has no effect.
         """
-        selected = set(selected)
-        unused = [name for name in self.enable_at if name not in selected]
-        for name in unused:
-            by, at = self.enable_at[name]
-            warnings.warn(
-                f"schedule enable_{name}_at_{by}: {at} refers to plugin {name!r}, which is not "
-                f"selected (selected: {sorted(selected) or 'none'}); the entry has no effect",
-                UserWarning,
-                stacklevel=2,
-            )
-        return unused
+        selected, available = set(selected), sorted(set(available))
+        errors, warns = [], []
+        for name, (by, at) in self.enable_at.items():
+            entry = f"schedule enable_{name}_at_{by}: {at}"
+            if name not in available:
+                errors.append(f"{entry} names plugin {name!r}, which does not exist"
+                              f"{did_you_mean(name, available)}; plugins: {', '.join(available)}")
+            elif name not in selected:
+                warns.append(f"{entry} refers to plugin {name!r}, which is not selected "
+                             f"(selected: {sorted(selected) or 'none'}); the entry has no effect")
+        return errors, warns
 
     def unreachable(self, trainer: Any) -> list[str]:
         """Entries the run as configured never gets to, one readable line each.
@@ -347,7 +351,7 @@ class Schedule:
     def sync_plugins(self, plugins: Any, epoch: int | None = None, step: int | None = None) -> None:
         """Enable/disable the scheduled plugins of a PluginManager for this position.
 
-        Plugins that are not loaded are skipped (``check_plugins`` warned about them).
+        Plugins that are not loaded are skipped (the config check warned about them).
         A plugin whose coordinate is unknown yet (a step schedule before any step) is off.
         """
         loaded = set(plugins.list_plugins())

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from apt.core.provider import Provider
-from apt.modeling.builder import call_accepting
+from apt.modeling.selection import LAYER_KEYWORDS, call_provider, check_accepts
 
 __all__ = [
     "DEFAULT_TOLERANCES",
@@ -76,13 +76,14 @@ def check_attention_provider(
     positions = ["learned"]
     if rope if rope is not None else getattr(prov, "supports_rope", False):
         positions.append("rope")
+    check_accepts(prov.create_layer, *LAYER_KEYWORDS["attention"], owner=f"attention provider {_name(prov)}")
     for position in positions:
         label = f"attention provider {_name(prov)} (position={position})"
         kw = {"position": position, "max_seq_len": seq_len, "rope_base": 10000.0, **(layer_kwargs or {})}
 
-        def make(p: Provider, kw: dict[str, Any] = kw) -> nn.Module:
+        def make(p: Provider, kw: dict[str, Any] = kw, label: str = label) -> nn.Module:
             torch.manual_seed(seed)
-            return call_accepting(p.create_layer, d_model, num_heads, 0.0, **kw).to(device)
+            return call_provider(p.create_layer, d_model, num_heads, 0.0, owner=label, **kw).to(device)
 
         _check_layers(label, make, prov, ref, (batch, seq_len, d_model), dtypes, tol, seed, device,
                       structure=_check_causal)
@@ -112,10 +113,11 @@ def check_ffn_provider(
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     ref = _resolve(reference, "ffn") if reference is not None else None
     label = f"ffn provider {_name(prov)}"
+    check_accepts(prov.create_layer, *LAYER_KEYWORDS["ffn"], owner=label)
 
     def make(p: Provider) -> nn.Module:
         torch.manual_seed(seed)
-        return call_accepting(p.create_layer, d_model, d_ff, 0.0, **(layer_kwargs or {})).to(device)
+        return call_provider(p.create_layer, d_model, d_ff, 0.0, owner=label, **(layer_kwargs or {})).to(device)
 
     _check_layers(label, make, prov, ref, (batch, seq_len, d_model), dtypes, tol, seed, device,
                   structure=_check_pointwise if pointwise else None)
@@ -140,10 +142,11 @@ def check_router_provider(
     kw = dict(router_kwargs or {})
     if top_k is not None:
         kw["top_k"] = top_k
+    check_accepts(prov.create_router, *LAYER_KEYWORDS["router"], owner=label)
 
     def make() -> nn.Module:
         torch.manual_seed(seed)
-        return call_accepting(prov.create_router, d_model, num_experts, **kw).to(device)
+        return call_provider(prov.create_router, d_model, num_experts, owner=label, **kw).to(device)
 
     first, second = make(), make()
     x = _input(seed, (num_tokens, d_model), torch.float32, device)

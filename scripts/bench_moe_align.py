@@ -43,14 +43,9 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from apt.compose import compose as apt_compose
 
-    from apt.training.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return hydra_compose("config", overrides=overrides)
+    return apt_compose(overrides)
 
 
 def final_params(out: Path) -> int:

@@ -61,16 +61,16 @@ def run_case(kind: str, name: str, options: dict, size: str, iters: int, warmup:
     import torch
 
     from apt.core.registry import registry
-    from apt.modeling.builder import call_accepting
+    from apt.modeling.selection import call_provider
 
     torch.set_num_threads(threads)
     B, T, C, H = SIZES[size]
     torch.manual_seed(0)
     provider = registry.get(kind, name, options)
     if kind == "attention":
-        layer = call_accepting(provider.create_layer, C, H, 0.0, max_seq_len=T)
+        layer = call_provider(provider.create_layer, C, H, 0.0, max_seq_len=T, owner=name)
     else:
-        layer = call_accepting(provider.create_layer, C, 4 * C, 0.0)
+        layer = call_provider(provider.create_layer, C, 4 * C, 0.0, owner=name)
     x = torch.randn(B, T, C, requires_grad=True)
     g = torch.randn(B, T, C)
 

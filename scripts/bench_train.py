@@ -32,14 +32,9 @@ PLUGINS = "plugin=[logging,gradient_clipping,early_stopping]"
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from apt.compose import compose as apt_compose
 
-    from apt.training.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return hydra_compose("config", overrides=overrides)
+    return apt_compose(overrides)
 
 
 def run_apt(overrides: list[str]) -> dict:
@@ -61,9 +56,11 @@ def run_minimal(overrides: list[str]) -> dict:
     import numpy as np
     import torch
 
-    from apt.app import _model_builder, new_plugin_manager
+    from apt.build import model_config
+    from apt.checks import check_run
     from apt.data import load_dataset
     from apt.data.loader import BatchLoader
+    from apt.modeling import ModelBuilder
 
     cfg = compose(overrides)
     from omegaconf import OmegaConf
@@ -77,9 +74,9 @@ def run_minimal(overrides: list[str]) -> dict:
     B, T = c["data"]["batch_size"], c["data"]["block_size"]
     train = BatchLoader(data.train, batch_size=B, block_size=T, seed=seed)
     val = BatchLoader(data.val, batch_size=B, block_size=T, seed=seed)
-    builder = _model_builder(new_plugin_manager(), {**c, "plugin": {}})
-    builder.config.vocab_size = data.vocab_size
-    model = builder.build_model()
+    checked = check_run(cfg)  # the run's own providers and model config, built without the app
+    checked.plugins.teardown_all()
+    model = ModelBuilder(model_config(checked.config, data.vocab_size)).build_model()
     o = c["optim"]
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -31,7 +31,10 @@ def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 # -- torch-free and fast --------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [["--help"], ["list", "plugins"], ["list", "providers"],
-                                  ["check", "model=tiny"]])
+                                  ["check", "model=tiny"],
+                                  ["check", "plugin=[logging,early_stopping,gradient_clipping,nan_guard,csv]",
+                                   "provider/attention=autopoietic", "provider/ffn=swiglu", "data=synthetic",
+                                   "optim=sgd", "trainer.device=cpu"]])
 def test_list_check_and_help_do_not_import_torch(argv):
     code = textwrap.dedent(f"""
         import sys
@@ -125,14 +128,14 @@ class RecordingHookManager(HookManager):
 
 def _recorded_run(overrides, tmp_path, monkeypatch):
     from apt.app import run
-    from apt.cli.compose import compose_config
+    from apt.compose import compose
     from apt.core.registry import Registry
     from apt.plugins import PluginManager
 
     monkeypatch.chdir(tmp_path)  # the logging plugin writes training.log to the cwd
     hm = RecordingHookManager()
     pm = PluginManager(registry=Registry.with_builtins(entry_points=True), hook_manager=hm)
-    cfg = compose_config([*TINY, *overrides], REPO / "conf")
+    cfg = compose([*TINY, *overrides])
     run(cfg, out_dir=tmp_path / "run", plugin_manager=pm)
     return hm.calls
 
@@ -141,7 +144,7 @@ def _recorded_run(overrides, tmp_path, monkeypatch):
                                      "[throughput,lr_monitor,logging]"])
 def test_hooks_prints_the_firing_order_of_a_real_run(plugins, tmp_path, monkeypatch):
     overrides = [f"plugin={plugins}"]
-    table = hook_table([*TINY, *overrides], str(REPO / "conf"))
+    table = hook_table([*TINY, *overrides])
     listed = {e["event"]: [h["name"] for h in e["hooks"]] for e in table}
     calls = _recorded_run(overrides, tmp_path, monkeypatch)
 
@@ -217,16 +220,26 @@ def test_check_reports_problems_like_train_py():
     ok = _run_cli("check", "model=tiny")
     assert ok.returncode == 0 and ok.stdout.strip() == "config OK"
     bad = _run_cli("check", "model.num_heads=3", "trainer.max_steps=0")
-    assert bad.returncode == 1
-    assert "model.d_model=128 is not divisible by num_heads=3" in bad.stderr
-    assert "trainer.max_steps must be a positive integer, got 0" in bad.stderr
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["error: model.d_model=128 is not divisible by num_heads=3",
+                                       "error: trainer.max_steps must be a positive integer, got 0"]
     unknown = _run_cli("check", "provider/attention=flsh")
-    assert unknown.returncode == 2 and "unknown attention provider 'flsh'" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown provider/attention 'flsh' (did you mean 'flash'?)" in unknown.stderr
 
 
-def test_config_dir_can_be_chosen(tmp_path, capsys):
-    assert main(["check", "--config-dir", str(tmp_path)]) == 2
-    assert "no config.yaml found" in capsys.readouterr().err
+def test_check_warns_about_a_schedule_entry_for_an_unselected_plugin(capsys):
+    assert main(["check", *TINY, "+schedule.enable_moe_at_epoch=2"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: schedule enable_moe_at_epoch: 2 refers to plugin 'moe', which is not selected")
+
+
+def test_config_dir_adds_to_apts_configs(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "wide.yaml").write_text("defaults:\n  - /schema/model@_here_\n  - _self_\nd_model: 64\n")
+    assert main(["check", "--config-dir", str(tmp_path), "model=wide", "trainer.max_steps=5"]) == 0
+    assert main(["check", "--config-dir", str(tmp_path), "model=tiny"]) == 0  # APT's own options stay
+    assert main(["check", "--config-dir", str(tmp_path / "nope")]) == 2
+    assert "--config-dir" in capsys.readouterr().err
 
 
 # -- summary --------------------------------------------------------------------------------

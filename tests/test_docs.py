@@ -121,8 +121,7 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
 def test_doc_examples_run(page: Path, tmp_path: Path) -> None:
     found = blocks(page.read_text(encoding="utf-8"))
     assert found, f"{page.name} has no examples"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
-           "APT_CONFIG_DIR": str(REPO / "conf"), "MPLBACKEND": "Agg"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "MPLBACKEND": "Agg"}
     for lang, opts, code in found:
         if lang == "python" and "file" in opts:
             (tmp_path / opts["file"]).write_text(code, encoding="utf-8")

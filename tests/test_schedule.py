@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 
 import pytest
 from omegaconf import OmegaConf
@@ -204,12 +203,12 @@ def test_missing_position_and_unknown_name():
         s.apply(FakeTrainer(), epoch=1, by="epochs")
 
 
-def test_warns_for_unselected_plugin():
-    s = Schedule({"enable_moe_at_epoch": 2, "enable_align_at_epoch": 3})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert s.check_plugins(["moe"]) == ["align"]
-    assert len(caught) == 1 and "'align', which is not selected" in str(caught[0].message)
+def test_unknown_scheduled_plugin_is_an_error_and_an_unselected_one_a_warning():
+    s = Schedule({"enable_moe_at_epoch": 2, "enable_align_at_epoch": 3, "enable_nosuch_at_epoch": 2})
+    errors, warns = s.check_plugins(["moe"], available=["align", "moe", "nan_guard"])
+    assert errors == ["schedule enable_nosuch_at_epoch: 2 names plugin 'nosuch', which does not exist; "
+                      "plugins: align, moe, nan_guard"]
+    assert len(warns) == 1 and "'align', which is not selected" in warns[0]
 
 
 def test_table_shows_timeline():

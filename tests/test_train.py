@@ -44,32 +44,33 @@ def test_short_run_writes_every_output(tmp_path, cache):
     assert len(s.stdout.split()) == 8  # prompt (3 ids) + 5 sampled ids
 
 
-def test_cfg_job_and_help_do_not_import_torch():
+@pytest.mark.parametrize("argv", [
+    ["--cfg", "job", "plugin=[logging]"],
+    ["--help"],
+    ["model=tiny", "model=tinyy"],  # refused by the preflight
+])
+def test_cfg_job_help_and_refusals_do_not_import_torch(argv):
     code = ("import runpy, sys\n"
-            "sys.argv = ['train.py', '--cfg', 'job', 'plugin=[logging]']\n"
+            f"sys.argv = ['train.py', *{argv!r}]\n"
             "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
-    t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "logging:" in r.stdout and "_target_: apt.plugins.builtin" in r.stdout
-    assert time.perf_counter() - t0 < 10  # ~0.5 s on an idle 2-core machine
-    h = train("--help")
-    assert h.returncode == 0 and "provider/attention: " in h.stdout and "plugin: " in h.stdout
+    if argv[0] == "--cfg":
+        assert "logging:" in r.stdout and "_target_: apt.plugins.builtin" in r.stdout
+    if argv[0] == "--help":
+        assert "provider/attention: " in r.stdout and "plugin: " in r.stdout
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["trainer.max_steps=abc"], "could not be converted to Integer"),
-    (["plugin=[nosuch]"], "unknown plugin 'nosuch'"),
-    (["model.num_heads=3"], "error: model.d_model=32 is not divisible by num_heads=3"),
-    (["provider/attention=registered", "provider.attention.name=nope"], "unknown attention provider 'nope'"),
-])
-def test_bad_input_is_one_clear_error(args, expected, tmp_path):
-    r = train(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")  # not ./outputs in the checkout
-    assert r.returncode != 0
-    assert expected in r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 8
+def test_the_preflight_of_a_valid_run_does_not_import_torch():
+    """train.py checks a run completely (plugins set up, providers validated) before torch."""
+    code = ("import sys\nfrom apt.app import preflight\n"
+            "assert preflight(['model=tiny', 'plugin=[logging,early_stopping]', 'provider/ffn=swiglu',"
+            " 'trainer.device=cpu']) is False\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 def test_multirun_over_seeds_and_providers(tmp_path, cache):

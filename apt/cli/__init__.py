@@ -9,7 +9,8 @@
 
 Overrides are exactly ``train.py``'s. Each command imports only what it needs, so
 ``list``, ``check`` and ``--help`` answer without importing torch. A configuration error is
-printed as one line (exit status 2); ``APT_DEBUG=1`` shows its traceback instead.
+printed as train.py prints it, one ``error:`` line (exit status 2); ``APT_DEBUG=1`` shows
+its traceback instead.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="Hydra overrides, as for train.py (group=option, key=value)")
     p.add_argument("--config-dir", default=None,
-                   help="config directory (default: $APT_CONFIG_DIR, ./conf, then APT's conf/)")
+                   help="a directory of more config files, searched after APT's conf/ (as train.py's --config-dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,15 +108,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from apt.cli.inspect import check
+    from apt.app import check_config
 
-    problems = check(args.overrides, args.config_dir)
-    if problems:
-        print(f"config check failed ({len(problems)} problem{'s' * (len(problems) > 1)}):",
-              file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
+    for line in check_config(args.overrides, args.config_dir):  # raises ConfigProblems
+        print(f"warning: {line}", file=sys.stderr)
     print("config OK")
     return 0
 
@@ -139,7 +135,7 @@ _COMMANDS = {"list": _cmd_list, "hooks": _cmd_hooks, "schedule": _cmd_schedule,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (2: usage or config error, 1: check failed)."""
+    """Run one command; returns the exit status (2: usage or config error)."""
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -149,8 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - report config errors as one clear line
         from apt.cli.inspect import is_config_error
+        from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
 
         if not is_config_error(exc) or os.environ.get("APT_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        report(exc if isinstance(exc, ConfigProblems) else ConfigProblems([str(exc)]))
+        return CONFIG_ERROR_EXIT

@@ -1,9 +1,10 @@
 """``apt hooks``, ``apt schedule`` and ``apt check``: what a composed config will do.
 
-Each command composes the config ``train.py`` would get and then runs the same code path
-the app runs up to (not including) building the model, so what it prints is what the run
-will do rather than a second opinion: ``hooks`` sets the plugins up exactly as the app does
-and reads the hook manager, ``check`` calls the app's validation.
+Each command composes the config ``train.py`` would get (:func:`apt.compose.compose`) and
+then runs the same code path the app runs up to (not including) building anything, so
+what it prints is what the run will do rather than a second opinion: ``hooks`` runs the
+config check (:func:`apt.checks.check_run`, which sets the plugins up) and reads the hook
+manager, ``check`` is :func:`apt.app.check_config`, train.py's own preflight.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from apt.cli.compose import compose_config
+from apt.compose import compose
 
 __all__ = [
     "LOOP_ORDER",
-    "check",
     "format_hooks",
     "hook_table",
     "is_config_error",
@@ -35,13 +35,12 @@ def is_config_error(exc: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from apt.cli.compose import ConfigDirError
     from apt.core.registry import RegistryError
     from apt.plugins import PluginError
     from apt.schedule import ScheduleError
 
-    return isinstance(exc, HydraException | OmegaConfBaseException | ConfigDirError
-                      | RegistryError | PluginError | ScheduleError | ValueError | KeyError)
+    return isinstance(exc, HydraException | OmegaConfBaseException | RegistryError | PluginError
+                      | ScheduleError | ValueError | KeyError)
 
 
 def _container(node: Any) -> dict[str, Any]:
@@ -56,29 +55,15 @@ def _container(node: Any) -> dict[str, Any]:
 
 # -- hooks ---------------------------------------------------------------------------------
 def plugin_manager_for(cfg: DictConfig, out_dir: Path) -> Any:
-    """A fresh PluginManager with the config's plugins loaded and set up, as the app does.
+    """The run's PluginManager with the config's plugins created and set up, as the app does.
 
-    Uses the app's own steps (:func:`apt.app.validate`, ``new_plugin_manager``,
-    ``load_plugins``, ``setup_all``) so hooks are registered by the same code, in the same
-    order, as in a run. Relative ``*_file``/``*_dir`` options point into ``out_dir`` (as
-    into a run directory), so setting plugins up writes nothing where the command runs.
+    It is the config check itself (:func:`apt.checks.check_run`), so hooks are registered
+    by the same code, in the same order, as in a run. Relative ``*_file``/``*_dir`` options
+    point into ``out_dir``, so setting plugins up writes nothing where the command runs.
     """
-    from apt.app import ConfigProblems, in_run_dir, load_plugins, new_plugin_manager, validate
-    from apt.plugins import PluginError
+    from apt.checks import check_run
 
-    problems = validate(cfg)
-    if problems:
-        raise ConfigProblems(problems)
-    plugins = {name: in_run_dir(options, out_dir) for name, options in _container(cfg.get("plugin")).items()}
-    pm = new_plugin_manager(bool(cfg.trainer.get("strict_hooks", False)))
-    problems = load_plugins(pm, plugins)
-    if problems:
-        raise ConfigProblems(problems)
-    try:
-        pm.setup_all()
-    except PluginError as exc:
-        raise ConfigProblems([str(exc)]) from None
-    return pm
+    return check_run(cfg, plugin_dir=out_dir).plugins
 
 
 #: Events in the order one training run first fires them (apt/training/trainer.py).
@@ -100,7 +85,7 @@ def hook_table(overrides: Sequence[str], config_dir: str | None = None, *,
     """
     from apt.plugins import EVENTS
 
-    cfg = compose_config(overrides, config_dir)
+    cfg = compose(overrides, config_dir)
     with tempfile.TemporaryDirectory(prefix="apt-hooks-") as scratch:
         manager = plugin_manager_for(cfg, Path(scratch))
         try:
@@ -126,7 +111,7 @@ def _enable_at(cfg: DictConfig) -> dict[str, str]:
     from apt.schedule import Schedule
 
     raw = _container(cfg.get("schedule"))
-    t = cfg.trainer  # the horizon does not matter for enablement; as in apt.app.validate
+    t = cfg.trainer  # the horizon does not matter for enablement; as in the config check
     sched = Schedule(dict(raw), max_epochs=t.get("max_epochs") or 1,
                      max_steps=t.get("max_steps") or 1)
     return {p: f"{by} {at}" for p, (by, at) in sched.enable_at.items()}
@@ -181,7 +166,7 @@ def schedule_report(overrides: Sequence[str], config_dir: str | None = None, *,
     """The schedule as a text table (one row per epoch or step), optionally plotted to ``png``."""
     from apt.schedule import ScheduleError
 
-    cfg = compose_config(overrides, config_dir)
+    cfg = compose(overrides, config_dir)
     if _horizon(cfg, epochs)[0] is None:
         raise ScheduleError(
             "the number of epochs depends on the dataset size here: set trainer.max_epochs "
@@ -232,12 +217,3 @@ def _plot_schedule(sched: Any, by: str, path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-# -- check ---------------------------------------------------------------------------------
-def check(overrides: Sequence[str], config_dir: str | None = None) -> list[str]:
-    """The problems ``train.py`` would refuse to start with (empty: the config is valid)."""
-    from apt.app import validate
-
-    cfg = compose_config(overrides, config_dir)
-    return list(validate(cfg))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["APTConfig", "to_plain"]
+__all__ = ["APTConfig", "model_problems", "to_plain"]
 
 _NORMS = ("layernorm", "rmsnorm")
 _POSITIONS = ("learned", "rope")
@@ -115,24 +115,33 @@ class APTConfig:
 
     def validate(self) -> list[str]:
         """Problems with the model settings, one readable line each (empty when fine)."""
-        problems = []
-        for name in ("d_model", "num_heads", "num_layers", "d_ff", "vocab_size", "max_seq_len"):
-            value = getattr(self, name)
+        return model_problems(dataclasses.asdict(self))
+
+
+def model_problems(model: Mapping[str, Any]) -> list[str]:
+    """Problems with model settings (APTConfig field names); keys not given are not checked.
+
+    The config check runs this before the data (and so ``vocab_size``) is known.
+    """
+    problems = []
+    for name in ("d_model", "num_heads", "num_layers", "d_ff", "vocab_size", "max_seq_len"):
+        if name in model and not (name == "d_ff" and model[name] is None):  # d_ff None: 4 * d_model
+            value = model[name]
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not problems and self.d_model % self.num_heads:
-            problems.append(
-                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.norm not in _NORMS:
-            problems.append(f"norm={self.norm!r} is not one of {list(_NORMS)}")
-        if self.position not in _POSITIONS:
-            problems.append(f"position={self.position!r} is not one of {list(_POSITIONS)}")
-        if self.position == "rope" and not problems and (self.d_model // self.num_heads) % 2:
-            problems.append(f"rope needs an even head dim, got {self.d_model // self.num_heads}")
-        return problems
+    dims = "d_model" in model and "num_heads" in model
+    if not problems and dims and model["d_model"] % model["num_heads"]:
+        problems.append(f"d_model={model['d_model']} is not divisible by num_heads={model['num_heads']}")
+    dropout = model.get("dropout", 0.0)
+    if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+        problems.append(f"dropout must be in [0, 1), got {dropout!r}")
+    if model.get("norm", _NORMS[0]) not in _NORMS:
+        problems.append(f"norm={model['norm']!r} is not one of {list(_NORMS)}")
+    if model.get("position", _POSITIONS[0]) not in _POSITIONS:
+        problems.append(f"position={model['position']!r} is not one of {list(_POSITIONS)}")
+    if model.get("position") == "rope" and not problems and dims and (model["d_model"] // model["num_heads"]) % 2:
+        problems.append(f"rope needs an even head dim, got {model['d_model'] // model['num_heads']}")
+    return problems
 
 
 _MISSING = object()

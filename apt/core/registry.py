@@ -81,10 +81,11 @@ class Registry:
 
     @classmethod
     def with_builtins(cls, *, entry_points: bool = False) -> Registry:
-        from apt.providers import register_builtin_providers
+        from apt.providers import BUILTIN_PROVIDERS  # the catalog: data, read one way
 
         reg = cls(entry_points=entry_points)
-        register_builtin_providers(reg)
+        for kind, name, target, default in BUILTIN_PROVIDERS:
+            reg.register(kind, name, target, default=default, origin="built-in")
         return reg
 
     # -- registration -------------------------------------------------------------------

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from apt.data import sources
-from apt.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_dict
+from apt.data.tokenizers import (
+    ByteTokenizer,
+    IdTokenizer,
+    Tokenizer,
+    build_tokenizer,
+    tokenizer_from_dict,
+)
 
 __all__ = ["DATASETS", "CACHE_VERSION", "TokenData", "default_cache_dir", "load_dataset"]
 
@@ -74,6 +80,8 @@ def load_dataset(cfg: Mapping[str, Any]) -> TokenData:
         tok = cfg.get("tokenizer", "char")
         key = sources.fingerprint(v=CACHE_VERSION, d=name, src=sources.text_fingerprint(path),
                                   tok=tok, val=val_fraction)
+        if tok == "byte":  # any file: its bytes are the tokens, no decoding
+            return _cached(cache_root, key, f"text:{path.name}", lambda: _from_bytes(path.read_bytes(), val_fraction))
         return _cached(cache_root, key, f"text:{path.name}",
                        lambda: _from_text(path.read_text(encoding="utf-8"), tok, val_fraction))
     if name == "synthetic":
@@ -95,12 +103,21 @@ def _from_text(text: str, tokenizer: str, val_fraction: float) -> tuple[np.ndarr
     return ids[:-n_val], ids[-n_val:], tok
 
 
+def _from_bytes(data: bytes, val_fraction: float) -> tuple[np.ndarray, np.ndarray, Tokenizer]:
+    """Byte-level ids of raw ``data``: for UTF-8 text the same ids ``ByteTokenizer.encode`` gives."""
+    ids = np.frombuffer(data, dtype=np.uint8).astype(np.uint16)
+    n_val = max(1, int(len(ids) * val_fraction))
+    return ids[:-n_val], ids[-n_val:], ByteTokenizer()
+
+
 def _cached(root: Path, key: str, name: str, build) -> TokenData:
     """Map ``root/key`` if complete, else build it in a temp dir and rename it into place."""
     target = root / key
     meta_path = target / "meta.json"
     if not meta_path.is_file():
         train, val, tok = build()
+        if len(train) == 0 or len(val) == 0:  # e.g. a one-character file: never cache it
+            raise ValueError(f"{name}: {len(train)} train / {len(val)} val tokens; nothing to train on")
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:

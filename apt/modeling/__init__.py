@@ -2,19 +2,44 @@
 
     from apt.modeling import ModelBuilder
     model = ModelBuilder(APTConfig(d_model=128, attention_name="sdpa")).build_model()
+
+Names are imported on first use, so :mod:`apt.modeling.selection` (which checks a
+provider selection while a config is checked) does not import torch.
 """
 
-from apt.modeling.builder import ModelBuilder
-from apt.modeling.layers import LayerNorm, RMSNorm, Rotary, apply_rotary, make_norm
-from apt.modeling.transformer import Block, TransformerLM
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "Block",
     "LayerNorm",
     "ModelBuilder",
+    "ProviderSelection",
     "RMSNorm",
     "Rotary",
     "TransformerLM",
     "apply_rotary",
     "make_norm",
+    "select_providers",
 ]
+
+_LOCATIONS = {
+    "Block": "apt.modeling.transformer",
+    "LayerNorm": "apt.modeling.layers",
+    "ModelBuilder": "apt.modeling.builder",
+    "ProviderSelection": "apt.modeling.selection",
+    "RMSNorm": "apt.modeling.layers",
+    "Rotary": "apt.modeling.layers",
+    "TransformerLM": "apt.modeling.transformer",
+    "apply_rotary": "apt.modeling.layers",
+    "make_norm": "apt.modeling.layers",
+    "select_providers": "apt.modeling.selection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(importlib.import_module(_LOCATIONS[name]), name)
+    raise AttributeError(f"module 'apt.modeling' has no attribute {name!r}")

@@ -269,8 +269,9 @@ class PluginManager:
             hm = self.hook_manager
             try:
                 with hm.owned_by(plugin):
-                    plugin.setup(self.registry, hm)
-                    hm.register_plugin_hooks(plugin)
+                    plugin.setup(self.registry, hm)  # Plugin.setup registers the on_* methods...
+                    if getattr(plugin, "hook_manager", None) is not hm:  # ...unless it was skipped
+                        hm.register_plugin_hooks(plugin)
             except Exception as exc:
                 hm.unregister_owner(plugin)
                 raise PluginError(f"setup of plugin {name!r} failed: {exc}") from exc

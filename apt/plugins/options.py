@@ -28,7 +28,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-__all__ = ["PluginOptionError", "check_options", "describe_options", "option_fields"]
+__all__ = ["PluginOptionError", "check_options", "describe_options", "option_fields", "type_name"]
 
 _MISSING = dataclasses.MISSING
 
@@ -50,7 +50,7 @@ def option_fields(options_cls: type) -> dict[str, tuple[Any, Any]]:
     out = {}
     for f in dataclasses.fields(options_cls):
         tp = hints[f.name]
-        _type_name(tp)  # raises for a type that cannot be checked
+        type_name(tp)  # raises for a type that cannot be checked
         if f.default is not _MISSING:
             default = f.default
         elif f.default_factory is not _MISSING:
@@ -78,10 +78,10 @@ def check_options(options_cls: type, config: Mapping[str, Any], *, owner: str) -
         if name in config:
             value = config[name]
             if not _matches(value, tp):
-                raise PluginOptionError(f"{owner}: option {name}={value!r} must be {_type_name(tp)}")
+                raise PluginOptionError(f"{owner}: option {name}={value!r} must be {type_name(tp)}")
             values[name] = float(value) if tp is float and isinstance(value, int) else value
         elif default is _MISSING:
-            raise PluginOptionError(f"{owner}: option {name!r} ({_type_name(tp)}) is required")
+            raise PluginOptionError(f"{owner}: option {name!r} ({type_name(tp)}) is required")
         else:
             values[name] = default
     return values
@@ -89,7 +89,7 @@ def check_options(options_cls: type, config: Mapping[str, Any], *, owner: str) -
 
 def describe_options(options_cls: type) -> list[tuple[str, str, Any]]:
     """``(name, type, default)`` rows, for ``apt list plugins`` and the docs."""
-    return [(name, _type_name(tp), None if default is _MISSING else default)
+    return [(name, type_name(tp), None if default is _MISSING else default)
             for name, (tp, default) in option_fields(options_cls).items()]
 
 
@@ -133,11 +133,12 @@ def _matches(value: Any, tp: Any) -> bool:
     raise TypeError(f"cannot check option type {tp!r}")
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A readable name of an option type: ``int | None`` -> ``an integer or null``."""
     if tp is Any:
         return "any value"
     if _is_union(tp):
-        return " or ".join(_type_name(a) for a in _args(tp))
+        return " or ".join(type_name(a) for a in _args(tp))
     if tp is type(None):
         return "null"
     if typing.get_origin(tp) is Literal:
@@ -147,7 +148,7 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp) or tp
     if origin in (list, tuple):
         item = _args(tp)[0] if _args(tp) else Any
-        return f"a list ({_type_name(item)} each)" if item is not Any else "a list"
+        return f"a list ({type_name(item)} each)" if item is not Any else "a list"
     if origin is dict:
         return "a mapping"
     raise TypeError(f"cannot check option type {tp!r}; use bool, int, float, str, Literal, "

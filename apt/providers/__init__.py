@@ -6,12 +6,7 @@ validating provider names does not import torch; the class is imported on first 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from apt.core.registry import Registry
-
-__all__ = ["BUILTIN_PROVIDERS", "register_builtin_providers"]
+__all__ = ["BUILTIN_PROVIDERS"]
 
 #: (kind, name, "module:Class", is_default)
 BUILTIN_PROVIDERS: tuple[tuple[str, str, str, bool], ...] = (
@@ -26,7 +21,3 @@ BUILTIN_PROVIDERS: tuple[tuple[str, str, str, bool], ...] = (
     ("router", "switch", "apt.providers.router:SwitchRouterProvider", False),
 )
 
-
-def register_builtin_providers(registry: Registry) -> None:
-    for kind, name, target, default in BUILTIN_PROVIDERS:
-        registry.register(kind, name, target, default=default, origin="built-in")

@@ -1,68 +1,37 @@
 """Built-in feed-forward providers: ``mlp`` (GELU by default, the default) and ``swiglu``.
 
-Both name their residual output projection ``c_proj`` so the LM's init scales it by
-``1/sqrt(2 * num_layers)`` like every other residual branch (nanoGPT's GPT-2 init).
+The providers import no torch; their layers live in :mod:`apt.providers.layers.ffn` and
+are imported on the first ``create_layer`` (``from apt.providers.ffn import MLP`` still
+works, lazily).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from apt.core.provider import FFNProvider
 from apt.providers.options import DeclaredOptions
 
-__all__ = ["ACTIVATIONS", "MLP", "BuiltinFFNProvider", "MLPProvider", "SwiGLU", "SwiGLUProvider"]
+if TYPE_CHECKING:
+    from torch import nn
+
+# MLP, SwiGLU and ACTIVATIONS are reachable here too, lazily (__getattr__).
+__all__ = ["ACTIVATION_NAMES", "BuiltinFFNProvider", "MLPProvider", "SwiGLUProvider"]
+
+_LAYERS = "apt.providers.layers.ffn"
+
+#: Activations ``mlp`` accepts (option ``activation``); the functions are
+#: :data:`apt.providers.layers.ffn.ACTIVATIONS`.
+ACTIVATION_NAMES: tuple[str, ...] = ("gelu", "gelu_tanh", "relu", "silu")
 
 
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")
-
-
-#: Activations ``mlp`` accepts (option ``activation``).
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,
-    "gelu_tanh": _gelu_tanh,
-    "relu": F.relu,
-    "silu": F.silu,
-}
-
-
-class MLP(nn.Module):
-    """``c_proj(act(c_fc(x)))``: (B, T, C) -> (B, T, d_ff) -> (B, T, C)."""
-
-    def __init__(
-        self, d_model: int, d_ff: int, dropout: float = 0.0, *, bias: bool = False, activation: str = "gelu"
-    ) -> None:
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        self.activation = activation
-        self.act = ACTIVATIONS[activation]
-        self.c_fc = nn.Linear(d_model, d_ff, bias=bias)
-        self.c_proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
-
-
-class SwiGLU(nn.Module):
-    """``c_proj(silu(x W_g) * (x W_u))`` with the gate and up projections fused in one matmul."""
-
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, *, bias: bool = False) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(d_model, 2 * d_ff, bias=bias)  # gate and up, fused
-        self.c_proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.c_fc(x).chunk(2, dim=-1)  # (B, T, d_ff) each
-        return self.dropout(self.c_proj(F.silu(gate) * up))
+def __getattr__(name: str) -> Any:
+    """The layer classes and activation table, imported on first access (they need torch)."""
+    if name in ("ACTIVATIONS", "MLP", "SwiGLU"):
+        return getattr(importlib.import_module(_LAYERS), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BuiltinFFNProvider(DeclaredOptions, FFNProvider):
@@ -86,13 +55,15 @@ class MLPProvider(BuiltinFFNProvider):
     def validate_config(self, config: Mapping[str, Any]) -> bool:
         super().validate_config(config)
         act = self.resolved_options()["activation"]
-        if act not in ACTIVATIONS:
-            raise ValueError(f"mlp ffn: unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)}")
+        if act not in ACTIVATION_NAMES:
+            raise ValueError(f"mlp ffn: unknown activation {act!r}; choose one of {sorted(ACTIVATION_NAMES)}")
         return True
 
     def create_layer(
         self, d_model: int, d_ff: int, dropout: float = 0.0, *, bias: bool = False, **kwargs: Any
     ) -> nn.Module:
+        from apt.providers.layers.ffn import MLP
+
         return MLP(d_model, d_ff, dropout, bias=bias, activation=self.resolved_options()["activation"])
 
 
@@ -104,4 +75,6 @@ class SwiGLUProvider(BuiltinFFNProvider):
     def create_layer(
         self, d_model: int, d_ff: int, dropout: float = 0.0, *, bias: bool = False, **kwargs: Any
     ) -> nn.Module:
+        from apt.providers.layers.ffn import SwiGLU
+
         return SwiGLU(d_model, d_ff, dropout, bias=bias)

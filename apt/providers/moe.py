@@ -31,7 +31,7 @@ from torch import nn
 
 from apt.core.provider import FFNProvider
 from apt.core.registry import Registry
-from apt.modeling.builder import call_accepting
+from apt.modeling.selection import call_provider
 from apt.providers.options import DeclaredOptions
 
 __all__ = ["MoELayer", "MoEProvider"]
@@ -183,12 +183,14 @@ class MoEProvider(DeclaredOptions, FFNProvider):
         expert_d_ff = o["expert_d_ff"] or d_ff
         n_made = o["num_experts"] + (1 if o["shared_expert"] else 0)
         made = [
-            call_accepting(expert_provider.create_layer, d_model, expert_d_ff, dropout, bias=bias)
+            call_provider(expert_provider.create_layer, d_model, expert_d_ff, dropout, bias=bias,
+                          owner=f"moe expert provider {o['expert']!r}")
             for _ in range(n_made)
         ]
         router_provider = reg.get("router", o["router"] or router_name, {**(router_config or {}), **o["router_config"]})
         coefs = {key: o[key] for key in ("balance_coef", "z_coef") if o[key] is not None}
-        router = call_accepting(router_provider.create_router, d_model, o["num_experts"], top_k=o["top_k"], **coefs)
+        router = call_provider(router_provider.create_router, d_model, o["num_experts"], top_k=o["top_k"],
+                               owner="moe router provider", **coefs)
         shared = made.pop() if o["shared_expert"] else None
         return MoELayer(made, router, o["top_k"], o["capacity_factor"], shared_expert=shared)
 

@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from apt.training.ckpt_format import FORMAT, checkpoint_problem
+
 __all__ = ["CheckpointError", "CheckpointManager", "capture_rng", "load_checkpoint", "restore_rng",
            "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "apt-checkpoint"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -56,10 +57,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {problem}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure mode means "unreadable file"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason or "Weights only" in reason:  # torch's advice to unpickle anything
+            reason = "it holds objects other than tensors and plain data"
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({reason[:200]})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not an APT checkpoint (no format={FORMAT!r})")

@@ -70,7 +70,7 @@ from apt.training.metrics import MetricsLogger, logging_redirect, plot_losses, p
 from apt.training.schema import TrainerConfig
 from apt.training.signals import install_stop_handlers
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "run_length"]
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         c = self.config
         self.grad_accum = max(1, int(c.grad_accum))
-        loader_batches = train_loader.batches_per_epoch
-        self.steps_per_epoch = int(c.steps_per_epoch or max(1, loader_batches // self.grad_accum))
+        self.steps_per_epoch, self.max_steps = run_length(c, train_loader.batches_per_epoch)
         if c.steps_per_epoch:  # the loader must provide that many micro-batches per epoch
             train_loader.batches_per_epoch = self.steps_per_epoch * self.grad_accum
-        self.max_steps = self._total_steps()
         self.lr_schedule = lr_schedule or WarmupCosine(optimizer, warmup_steps=0, total_steps=self.max_steps,
                                                        decay="constant")
         # global: every rank's micro-batches of a step
@@ -522,17 +520,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _total_steps(self) -> int:
-        c = self.config
-        by_epochs = c.max_epochs * self.steps_per_epoch if c.max_epochs is not None else None
-        if c.max_steps is not None and by_epochs is not None:
-            return min(int(c.max_steps), by_epochs)
-        if c.max_steps is not None:
-            return int(c.max_steps)
-        if by_epochs is not None:
-            return by_epochs
-        raise ValueError("set trainer.max_steps or trainer.max_epochs")
-
     def _install_signal_handlers(self) -> Any:
         """SIGINT/SIGTERM end the run after the current step (a checkpoint is then saved)."""
         return install_stop_handlers(self._on_signal)
@@ -546,6 +533,24 @@ class Trainer:
     def interrupted_by(self) -> int | None:
         """The signal number that stopped the run, if any."""
         return self._signal
+
+
+def run_length(config: TrainerConfig | Mapping[str, Any], loader_batches: int) -> tuple[int, int]:
+    """``(steps_per_epoch, max_steps)`` for a train loader of ``loader_batches`` micro-batches an epoch.
+
+    The app needs the run's length before the trainer exists (the LR schedule and the
+    schedule anneal over it); the trainer uses the same function.
+    """
+    c = _trainer_config(config)
+    steps_per_epoch = int(c.steps_per_epoch or max(1, loader_batches // max(1, int(c.grad_accum))))
+    by_epochs = c.max_epochs * steps_per_epoch if c.max_epochs is not None else None
+    if c.max_steps is not None and by_epochs is not None:
+        return steps_per_epoch, min(int(c.max_steps), by_epochs)
+    if c.max_steps is not None:
+        return steps_per_epoch, int(c.max_steps)
+    if by_epochs is not None:
+        return steps_per_epoch, by_epochs
+    raise ValueError("set trainer.max_steps or trainer.max_epochs")
 
 
 def _is_stock_aux(model: torch.nn.Module) -> bool:

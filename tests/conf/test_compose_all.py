@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from apt.app import _model_builder, _optimizer_factory, load_plugins, new_plugin_manager, validate
+from apt.build import model_config
+from apt.checks import check_run
+from apt.compose import compose, conf_dir
 from apt.data import load_dataset
+from apt.modeling import ModelBuilder
 from apt.schedule import Schedule
-from apt.training.schema import register_configs
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = conf_dir()
 BASE = ["model=tiny", "data=synthetic", "trainer=debug"]
 
 
@@ -22,9 +22,13 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(*overrides, base=BASE):
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("config", overrides=[*base, *overrides])
+    return compose([*base, *overrides])
+
+
+def is_valid(cfg) -> bool:
+    """The config check passes (it raises ConfigProblems otherwise); plugins torn down again."""
+    check_run(cfg).plugins.teardown_all()
+    return True
 
 
 def test_every_group_has_options():
@@ -34,18 +38,15 @@ def test_every_group_has_options():
 
 
 def _build_and_forward(cfg):
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    pm = new_plugin_manager()
-    assert load_plugins(pm, plain.get("plugin") or {}) == []
-    builder = _model_builder(pm, plain)
-    builder.config.vocab_size = 16
-    model = builder.build_model()
-    x = torch.randint(0, 16, (2, 8))
-    logits, loss = model(x, x)
-    assert logits.shape == (2, 8, 16) and torch.isfinite(loss)
-    pm.teardown_all()
+    checked = check_run(cfg)
+    try:
+        builder = ModelBuilder(model_config(checked.config, 16), registry=checked.plugins.registry)
+        model = builder.build_model()
+        x = torch.randint(0, 16, (2, 8))
+        logits, loss = model(x, x)
+        assert logits.shape == (2, 8, 16) and torch.isfinite(loss)
+    finally:
+        checked.plugins.teardown_all()
     return builder
 
 
@@ -59,7 +60,7 @@ def test_every_provider_option_builds_a_model(kind):
             if option in ("switch",) or (option == "registered"):
                 extra.append("provider.ffn.top_k=1")
         cfg = compose_cfg(f"provider/{kind}={option}", *extra)
-        assert validate(cfg) == [], option
+        assert is_valid(cfg), option
         builder = _build_and_forward(cfg)
         chosen = {"attention": builder.attention_name, "ffn": builder.ffn_name,
                   "router": builder.router_name}[kind]
@@ -69,7 +70,7 @@ def test_every_provider_option_builds_a_model(kind):
 @pytest.mark.parametrize("option", options("model"))
 def test_every_model_option(option):
     cfg = compose_cfg(f"model={option}")
-    assert validate(cfg) == []
+    assert is_valid(cfg)
     builder = _build_and_forward(cfg)
     assert builder.config.d_model == cfg.model.d_model
 
@@ -79,14 +80,9 @@ def test_every_plugin_option_loads_and_sets_up(option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # plugins with relative output files (training.log) write here
     cfg = compose_cfg(f"plugin=[{option}]")
     assert list(cfg.plugin) == [option]
-    assert validate(cfg) == []
-    from omegaconf import OmegaConf
-
-    pm = new_plugin_manager()
-    assert load_plugins(pm, OmegaConf.to_container(cfg.plugin, resolve=True)) == []
-    pm.setup_all()
-    assert pm.get_plugin(option).get_name() == option
-    pm.teardown_all()
+    checked = check_run(cfg)  # creates and sets up the plugin, as a run does
+    assert checked.plugins.get_plugin(option).get_name() == option
+    checked.plugins.teardown_all()
 
 
 def test_several_plugins_each_under_its_key():
@@ -104,8 +100,8 @@ def test_every_schedule_option(option):
 @pytest.mark.parametrize("option", options("optim"))
 def test_every_optim_option(option):
     cfg = compose_cfg(f"optim={option}")
-    assert validate(cfg) == []
-    opt = _optimizer_factory(cfg)([torch.nn.Parameter(torch.zeros(3))])
+    assert is_valid(cfg)
+    opt = instantiate(cfg.optim.optimizer)([torch.nn.Parameter(torch.zeros(3))])
     assert isinstance(opt, torch.optim.Optimizer)
     assert opt.param_groups[0]["lr"] == cfg.optim.optimizer.lr
 
@@ -121,23 +117,23 @@ def text_file(tmp_path):
 
 @pytest.mark.parametrize("option", options("data"))
 def test_every_data_option(option, tmp_path, text_file):
-    extra = [f"data.path={text_file}"] if option == "text" else []
-    cfg = compose_cfg(f"data={option}", f"data.cache_dir={tmp_path}", "data.max_bytes=50000", *extra)
-    assert validate(cfg) == []
+    extra = {"text": [f"data.path={text_file}"], "stdlib": ["data.max_bytes=50000"]}.get(option, [])
+    cfg = compose_cfg(f"data={option}", f"data.cache_dir={tmp_path}", *extra)
+    assert is_valid(cfg)
     data = load_dataset(cfg.data)
     assert len(data.train) > cfg.data.block_size and data.vocab_size > 1
 
 
 @pytest.mark.parametrize("option", options("trainer"))
 def test_every_trainer_option(option):
-    assert validate(compose_cfg(f"trainer={option}")) == []
+    assert is_valid(compose_cfg(f"trainer={option}"))
 
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_every_experiment_preset(option, monkeypatch, text_file):
     monkeypatch.setenv("APT_SHAKESPEARE", str(text_file))
     cfg = compose_cfg(f"experiment={option}", base=[])
-    assert validate(cfg) == []
+    assert is_valid(cfg)
     _build_and_forward(cfg)
 
 
@@ -147,7 +143,7 @@ def test_moe_align_preset_measures_the_run_in_epochs():
     assert cfg.trainer.steps_per_epoch == 100 and cfg.trainer.max_steps is None
     assert cfg.trainer.max_epochs == 4
     assert cfg.schedule.enable_moe_at_epoch == 2 and cfg.schedule.enable_align_at_epoch == 3
-    assert validate(cfg) == []
+    assert is_valid(cfg)
     # a command-line value still wins over the preset
     cfg = compose_cfg("schedule=moe_align", "trainer.steps_per_epoch=7", "trainer.max_epochs=6", base=[])
     assert cfg.trainer.steps_per_epoch == 7 and cfg.trainer.max_epochs == 6

@@ -152,13 +152,19 @@ def test_excluded_combination_is_refused():
         ModelBuilder(APTConfig(attention_name="my_attention", ffn_name="swiglu"), registry=reg)
 
 
-def test_keywords_reach_providers_that_accept_them():
-    calls = {}
-
-    class Strict(Provider):  # no **kwargs: must only get what it names
+def test_a_provider_that_cannot_take_the_builders_keywords_is_refused_naming_it():
+    class Strict(Provider):  # no **kwargs: position, layer_idx, ... would be dropped silently
         def create_layer(self, d_model, num_heads, dropout=0.0, bias=True):
-            calls["args"] = (d_model, num_heads, dropout, bias)
             return MyAttentionLayer(d_model, num_heads, dropout)
+
+    reg = Registry.with_builtins()
+    reg.register("attention", "strict", Strict)
+    with pytest.raises(ValueError, match=r"attention provider 'strict': .*create_layer.*'position'.*\*\*kwargs"):
+        ModelBuilder(APTConfig(attention_name="strict"), registry=reg)
+
+
+def test_keywords_reach_providers():
+    calls = {}
 
     class Greedy(Provider):
         def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
@@ -166,10 +172,7 @@ def test_keywords_reach_providers_that_accept_them():
             return MyAttentionLayer(d_model, num_heads, dropout)
 
     reg = Registry.with_builtins()
-    reg.register("attention", "strict", Strict)
     reg.register("attention", "greedy", Greedy)
-    ModelBuilder(APTConfig(attention_name="strict", dropout=0.1), registry=reg).build_attention()
-    assert calls["args"] == (128, 4, 0.1, False)
     ModelBuilder(APTConfig(attention_name="greedy", num_layers=3), registry=reg).build_attention(layer_idx=2)
     assert calls["kwargs"]["layer_idx"] == 2 and calls["kwargs"]["num_layers"] == 3
     assert calls["kwargs"]["position"] == "learned" and calls["kwargs"]["max_seq_len"] == 256

@@ -35,7 +35,7 @@ def test_logging_plugin_writes_epoch_lines_and_closes(pm, tmp_path):
 
 
 def test_logging_plugin_config_errors(pm):
-    with pytest.raises(PluginConfigError, match="mode must be 'w' or 'a', got 'x'"):
+    with pytest.raises(PluginConfigError, match="option mode='x' must be one of 'w', 'a'"):
         pm.load_plugin("logging", {"mode": "x"})
 
 

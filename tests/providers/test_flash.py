@@ -12,8 +12,8 @@ import yaml
 from apt.core.config import APTConfig
 from apt.kernels.flash_attention import SUPPORTED_HEAD_DIMS
 from apt.modeling.builder import ModelBuilder
-from apt.providers import flash as flash_module
 from apt.providers.flash import FLASH_HEAD_DIMS, FlashAttentionProvider, FlashCausalSelfAttention
+from apt.providers.layers import flash as flash_layer_module
 from apt.testing import check_attention_provider
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "provider" / "attention" / "flash.yaml"
@@ -40,7 +40,7 @@ def test_interpreted_layer_runs_the_kernel_not_sdpa(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA fallback")
 def test_without_cuda_falls_back_to_sdpa_with_one_warning(monkeypatch):
-    monkeypatch.setattr(flash_module, "_warned", set())
+    monkeypatch.setattr(flash_layer_module, "_warned", set())
     torch.manual_seed(0)
     layer = FlashAttentionProvider({}).create_layer(32, 2, position="rope", max_seq_len=16)
     torch.manual_seed(0)

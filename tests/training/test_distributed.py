@@ -175,13 +175,20 @@ def test_ddp_moe_upcycle_mid_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
 
 
 def test_strategy_checks(cfg_factory) -> None:
-    from apt.app import validate
+    from apt.checks import check_run
+    from apt.core.errors import ConfigProblems
 
-    assert validate(cfg_factory("trainer.strategy=fsdp")) == []
-    assert any("trainer.strategy='zero' is not one of ['ddp', 'fsdp']" in p
-               for p in validate(cfg_factory("trainer.strategy=zero")))
-    assert any("fsdp cannot run plugin 'moe'" in p for p in validate(cfg_factory("trainer.strategy=fsdp", "plugin=[moe]")))
-    assert validate(cfg_factory("plugin=[moe]")) == []  # DDP rebuilds its wrapper after the upcycle
+    def problems(*overrides: str) -> list[str]:
+        try:
+            check_run(cfg_factory(*overrides)).plugins.teardown_all()
+        except ConfigProblems as exc:
+            return exc.problems
+        return []
+
+    assert problems("trainer.strategy=fsdp") == []
+    assert any("trainer.strategy='zero' is not one of ['ddp', 'fsdp']" in p for p in problems("trainer.strategy=zero"))
+    assert any("fsdp cannot run plugin 'moe'" in p for p in problems("trainer.strategy=fsdp", "plugin=[moe]"))
+    assert problems("plugin=[moe]") == []  # DDP rebuilds its wrapper after the upcycle
 
 
 def test_single_process_context_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,33 +12,44 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from apt.plugins.base import Plugin
 
-__all__ = ["CheckpointPlugin"]
+__all__ = ["CheckpointOptions", "CheckpointPlugin"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckpointOptions:
+    every_n_steps: int | None = None  # a checkpoint every N steps (trainer retention applies)
+    every_n_epochs: int | None = 1  # a checkpoint every N epochs
+    monitor: str | None = "val_loss"  # validation metric of best.pt; None: no best.pt
+    mode: Literal["min", "max"] = "min"
+    filename: str = "best.pt"
+    dirpath: str | None = None  # None: the trainer's checkpoint directory
 
 
 class CheckpointPlugin(Plugin):
     """Save every ``every_n_steps`` / ``every_n_epochs`` and the best by ``monitor``.
 
-    Config: ``every_n_steps`` (null), ``every_n_epochs`` (null), ``monitor`` (``val_loss``;
-    null disables best-tracking), ``mode`` (min|max), ``filename`` (``best.pt``, in the
-    trainer's checkpoint directory unless ``dirpath`` is given).
+    Options: :class:`CheckpointOptions`.
     """
+
+    Options = CheckpointOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        c = self.config
-        self.every_n_steps = c.get("every_n_steps")
-        self.every_n_epochs = c.get("every_n_epochs")
-        self.monitor = c.get("monitor", "val_loss")
-        self.mode = c.get("mode", "min")
-        self.filename = str(c.get("filename", "best.pt"))
-        self.dirpath = c.get("dirpath")
+        o = self.options
+        self.every_n_steps = o.every_n_steps
+        self.every_n_epochs = o.every_n_epochs
+        self.monitor = o.monitor
+        self.mode = o.mode
+        self.filename = o.filename
+        self.dirpath = o.dirpath
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_step: int | None = None
         self.best_path: str | None = None
@@ -52,10 +63,8 @@ class CheckpointPlugin(Plugin):
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
         for key in ("every_n_steps", "every_n_epochs"):
             n = getattr(self, key)
-            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            if n is not None and n < 1:
                 raise ValueError(f"checkpoint: {key} must be a positive integer or null, got {n!r}")
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"checkpoint: mode must be 'min' or 'max', got {self.mode!r}")
         return True
 
     def _directory(self, trainer: Any) -> Path | None:

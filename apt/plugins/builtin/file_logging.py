@@ -6,25 +6,30 @@ followed with ``tail -f`` while it trains.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from apt.plugins.base import Plugin
 
-__all__ = ["LoggingPlugin"]
+__all__ = ["LoggingOptions", "LoggingPlugin"]
+
+
+@dataclass
+class LoggingOptions:
+    log_file: str = "training.log"  # relative paths are inside the run directory
+    mode: Literal["w", "a"] = "w"  # w: truncate; a: append (e.g. when resuming)
 
 
 class LoggingPlugin(Plugin):
-    """Log training events to a file.
+    """Log training events to a file (options: :class:`LoggingOptions`)."""
 
-    Config: ``log_file`` (default ``training.log``), ``mode`` ``w`` (truncate, default) or
-    ``a`` (append, e.g. when resuming).
-    """
+    Options = LoggingOptions
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.log_file = str(self.config.get("log_file", "training.log"))
-        self.mode = self.config.get("mode", "w")
+        self.log_file = self.options.log_file
+        self.mode = self.options.mode
         self.file_handle: IO[str] | None = None
 
     def get_name(self) -> str:
@@ -34,8 +39,7 @@ class LoggingPlugin(Plugin):
         return "1.0.0"
 
     def validate_config(self, config: dict[str, Any] | None = None) -> bool:
-        if self.mode not in ("w", "a"):
-            raise ValueError(f"mode must be 'w' or 'a', got {self.mode!r}")
+        """A non-empty path; types and ``mode`` were checked against :class:`LoggingOptions`."""
         if not self.log_file:
             raise ValueError("log_file must be a non-empty path")
         return True

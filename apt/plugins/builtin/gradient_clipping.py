@@ -8,27 +8,32 @@ the ``grad_norm`` metric when a trainer is passed in.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from apt.plugins.base import Plugin
 
-__all__ = ["GradientClippingPlugin"]
+__all__ = ["GradientClippingOptions", "GradientClippingPlugin"]
 
 log = logging.getLogger(__name__)
 
 
-class GradientClippingPlugin(Plugin):
-    """Clip gradients during training.
+@dataclass
+class GradientClippingOptions:
+    max_norm: float = 1.0  # largest global gradient norm kept
+    norm_type: float | Literal["inf"] = 2.0  # p of the p-norm; inf: the largest absolute value
 
-    Config: ``max_norm`` (default 1.0), ``norm_type`` (default 2.0; ``inf`` for max-abs).
-    """
+
+class GradientClippingPlugin(Plugin):
+    """Clip gradients during training (options: :class:`GradientClippingOptions`)."""
+
+    Options = GradientClippingOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.max_norm = self.config.get("max_norm", 1.0)
-        self.norm_type = self.config.get("norm_type", 2.0)
+        self.max_norm = self.options.max_norm
+        self.norm_type = self.options.norm_type
         self.last_norm: float | None = None
         self.num_clipped = 0
 
@@ -39,10 +44,10 @@ class GradientClippingPlugin(Plugin):
         return "1.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        if not isinstance(self.max_norm, int | float) or not self.max_norm > 0:
+        """Ranges; types were checked against :class:`GradientClippingOptions` at creation."""
+        if not self.max_norm > 0:
             raise ValueError(f"max_norm must be a positive number, got {self.max_norm!r}")
-        norm = float(self.norm_type) if isinstance(self.norm_type, int | float | str) else math.nan
-        if not (norm > 0):
+        if not float(self.norm_type) > 0:
             raise ValueError(f"norm_type must be a positive number or 'inf', got {self.norm_type!r}")
         return True
 

@@ -7,23 +7,31 @@ loss for hundreds of steps; a column in metrics.csv shows it at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from apt.plugins.base import Plugin
 
-__all__ = ["LRMonitorPlugin"]
+__all__ = ["LRMonitorOptions", "LRMonitorPlugin"]
+
+
+@dataclass
+class LRMonitorOptions:
+    # metrics.csv gets a row every trainer.log_every steps and at epoch ends, with the latest value
+    every_n_steps: int = 1
 
 
 class LRMonitorPlugin(Plugin):
     """Log ``lr`` (and ``lr/group<i>`` when groups differ) every ``every_n_steps`` steps.
 
-    Config: ``every_n_steps`` (default 1; the trainer writes a metrics row every
-    ``trainer.log_every`` steps and at epoch ends, and takes the latest value).
+    Options: :class:`LRMonitorOptions`.
     """
+
+    Options = LRMonitorOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.every_n_steps = self.config.get("every_n_steps", 1)
+        self.every_n_steps = self.options.every_n_steps
 
     def get_name(self) -> str:
         return "lr_monitor"
@@ -32,9 +40,8 @@ class LRMonitorPlugin(Plugin):
         return "1.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        n = self.every_n_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"lr_monitor: every_n_steps must be a positive integer, got {n!r}")
+        if self.every_n_steps < 1:
+            raise ValueError(f"lr_monitor: every_n_steps must be a positive integer, got {self.every_n_steps!r}")
         return True
 
     def learning_rates(self, optimizer: Any) -> dict[str, float]:

@@ -206,11 +206,11 @@ class MoEPlugin(Plugin):
     # -- upcycling -----------------------------------------------------------------------
     def _make_router(self, d_model: int, num_experts: int, top_k: int) -> nn.Module:
         from apt.core.registry import registry as default_registry
-        from apt.modeling.builder import call_accepting
+        from apt.modeling.selection import call_provider
 
         registry = self.registry or default_registry
         provider = registry.get("router", self.router, self.router_config)
-        return call_accepting(
+        return call_provider(
             provider.create_router,
             d_model,
             num_experts,
@@ -218,6 +218,7 @@ class MoEPlugin(Plugin):
             balance_coef=self.balance_coef,
             z_coef=self.z_coef,
             temperature=self.temperature,
+            owner=f"moe plugin's router provider {self.router or 'default'!r}",
         )
 
     def upcycle(

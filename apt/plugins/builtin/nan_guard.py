@@ -11,28 +11,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from apt.plugins.base import Plugin
 
-__all__ = ["NaNGuardPlugin"]
+if TYPE_CHECKING:  # torch is imported by the hooks: checking a config must not import it
+    import torch
+
+__all__ = ["NaNGuardOptions", "NaNGuardPlugin"]
 
 log = logging.getLogger(__name__)
 
 
-class NaNGuardPlugin(Plugin):
-    """Skip non-finite steps; stop after ``max_skips`` of them.
+@dataclass
+class NaNGuardOptions:
+    max_skips: int = 10  # skipped steps (over the whole run, kept across resume) before stopping
+    check_grads: bool = False  # also skip when the loss is finite but a gradient is not
 
-    Config: ``max_skips`` (default 10, counted over the whole run and kept across resume),
-    ``check_grads`` (default false: also skip when the loss is finite but a gradient is not).
-    """
+
+class NaNGuardPlugin(Plugin):
+    """Skip non-finite steps; stop after ``max_skips`` of them (options: :class:`NaNGuardOptions`)."""
+
+    Options = NaNGuardOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.max_skips = self.config.get("max_skips", 10)
-        self.check_grads = bool(self.config.get("check_grads", False))
+        self.max_skips = self.options.max_skips
+        self.check_grads = self.options.check_grads
         self.skipped = 0
         self.skipped_steps: list[int] = []
         self._finite: torch.Tensor | None = None  # AND over this step's micro-batch losses
@@ -48,12 +54,13 @@ class NaNGuardPlugin(Plugin):
         return 100  # before other on_backward_end hooks (clipping) see the gradients
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        n = self.max_skips
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"nan_guard: max_skips must be a positive integer, got {n!r}")
+        if self.max_skips < 1:
+            raise ValueError(f"nan_guard: max_skips must be a positive integer, got {self.max_skips!r}")
         return True
 
     def on_backward_begin(self, loss: torch.Tensor | None = None, **kwargs: Any) -> None:
+        import torch
+
         if loss is not None:
             ok = torch.isfinite(loss.detach()).all()
             self._finite = ok if self._finite is None else self._finite & ok
@@ -61,6 +68,8 @@ class NaNGuardPlugin(Plugin):
     def on_backward_end(
         self, model: torch.nn.Module | None = None, step: int | None = None, **kwargs: Any
     ) -> None:
+        import torch
+
         finite = bool(self._finite) if self._finite is not None else True
         self._finite = None
         if finite and self.check_grads and model is not None:

@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apt.plugins.base import Plugin
 
-__all__ = ["TensorBoardPlugin"]
+__all__ = ["TensorBoardOptions", "TensorBoardPlugin"]
+
+
+@dataclass
+class TensorBoardOptions:
+    log_dir: str | None = None  # None: <run dir>/tensorboard
+    flush_secs: int = 30  # seconds between writes of the event file
 
 
 class TensorBoardPlugin(Plugin):
-    """Mirror metrics rows to TensorBoard event files.
+    """Mirror metrics rows to TensorBoard event files (options: :class:`TensorBoardOptions`)."""
 
-    Config: ``log_dir`` (default ``tensorboard`` inside the run directory),
-    ``flush_secs`` (default 30).
-    """
+    Options = TensorBoardOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.log_dir = self.config.get("log_dir")
-        self.flush_secs = self.config.get("flush_secs", 30)
+        self.log_dir = self.options.log_dir
+        self.flush_secs = self.options.flush_secs
         self.rows_written = 0
         self.writer: Any = None
 
@@ -44,9 +49,8 @@ class TensorBoardPlugin(Plugin):
         return ["tensorboard>=2.10"]
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        n = self.flush_secs
-        if isinstance(n, bool) or not isinstance(n, int | float) or n <= 0:
-            raise ValueError(f"tensorboard: flush_secs must be a positive number, got {n!r}")
+        if self.flush_secs <= 0:
+            raise ValueError(f"tensorboard: flush_secs must be a positive integer, got {self.flush_secs!r}")
         return True
 
     def directory(self, trainer: Any = None) -> Path:

@@ -11,11 +11,12 @@ import resource
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from apt.plugins.base import Plugin
 
-__all__ = ["ThroughputPlugin", "peak_memory_mb"]
+__all__ = ["ThroughputOptions", "ThroughputPlugin", "peak_memory_mb"]
 
 
 def peak_memory_mb(device: Any = None) -> float:
@@ -28,17 +29,24 @@ def peak_memory_mb(device: Any = None) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
+@dataclass
+class ThroughputOptions:
+    every_n_steps: int = 10  # window length: one device sync per window
+
+
 class ThroughputPlugin(Plugin):
     """Log ``throughput/tokens_per_s``, ``throughput/ms_per_step`` and ``throughput/peak_mem_mb``.
 
-    Config: ``every_n_steps`` (window length, default 10). Tokens are the input ids of
-    every micro-batch (``batch[0]``), so gradient accumulation is counted correctly.
-    Time spent in validation is excluded: the window restarts after each validation.
+    Options: :class:`ThroughputOptions`. Tokens are the input ids of every micro-batch
+    (``batch[0]``), so gradient accumulation is counted correctly. Time spent in validation
+    is excluded: the window restarts after each validation.
     """
+
+    Options = ThroughputOptions
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.every_n_steps = self.config.get("every_n_steps", 10)
+        self.every_n_steps = self.options.every_n_steps
         self._t0: float | None = None
         self._tokens = 0
         self._steps = 0
@@ -51,9 +59,8 @@ class ThroughputPlugin(Plugin):
         return "1.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        n = self.every_n_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"throughput: every_n_steps must be a positive integer, got {n!r}")
+        if self.every_n_steps < 1:
+            raise ValueError(f"throughput: every_n_steps must be a positive integer, got {self.every_n_steps!r}")
         return True
 
     def _restart(self) -> None:

@@ -1,0 +1,95 @@
+"""The ``plugin`` section: each plugin created with its options, checked and set up.
+
+A plugin is created from its config (``Plugin.Options`` rejects unknown options and wrong
+types, ``validate_config`` the rest), its package requirements and conflicts are checked
+as it is loaded, and ``setup_all`` checks ``plugin:`` dependencies and lets each plugin
+register its providers and hooks, so a provider a plugin registers can be chosen by name.
+Relative ``*_file`` / ``*_dir`` options point into the run directory.
+
+Config format: ``plugin.<name>: {_target_: <Plugin class>, ...options}``. ``_target_`` may
+be left out for a plugin the manager knows by name (built-in or entry point).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apt.core.errors import did_you_mean
+
+__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "set_up_plugins"]
+
+
+def dotted_target(target: str) -> str:
+    """``pkg.mod.Class`` -> ``pkg.mod:Class`` (the registry's lazy form)."""
+    if ":" in target:
+        return target
+    module, _, attr = target.rpartition(".")
+    return f"{module}:{attr}"
+
+
+def import_target(target: str) -> Any:
+    """The object ``target`` names (``pkg.mod.Class`` or ``pkg.mod:Class``)."""
+    module, _, attr = dotted_target(target).partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def in_run_dir(options: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Relative ``*_file`` / ``*_dir`` plugin options point into the run directory."""
+    out = dict(options)
+    for key, value in options.items():
+        if (key.endswith("_file") or key.endswith("_dir")) and isinstance(value, str) and value \
+                and not Path(value).is_absolute():
+            out[key] = str(run_dir / value)
+    return out
+
+
+def load_plugins(pm: Any, plugins: Mapping[str, Any]) -> list[str]:
+    """Register each ``_target_`` under its name and ``load_plugin`` it; problems as lines."""
+    from apt.plugins import PluginError
+
+    problems = []
+    known: list[str] | None = None
+    for name, node in plugins.items():
+        if not isinstance(node, Mapping):
+            problems.append(f"plugin.{name} must be a mapping of options, got {node!r}")
+            continue
+        options = {k: v for k, v in node.items() if k != "_target_"}
+        target = node.get("_target_")
+        try:
+            if target:
+                try:
+                    cls = import_target(str(target))
+                except (ImportError, AttributeError, ValueError) as exc:
+                    problems.append(f"plugin {name!r}: _target_={target!r} cannot be found ({exc})")
+                    continue
+                if name not in pm.available_plugins():
+                    pm.register_plugin(name, cls)
+                elif pm.get_plugin_class(name) is not cls:
+                    pm.register_plugin(name, cls, override=True)
+            else:
+                known = known if known is not None else pm.available_plugins()
+                if name not in known:
+                    problems.append(f"unknown plugin {name!r}{did_you_mean(name, known)}; "
+                                    f"available: {', '.join(known)}")
+                    continue
+            pm.load_plugin(name, options)
+        except (PluginError, TypeError, ValueError) as exc:
+            problems.append(str(exc) if repr(name) in str(exc) else f"plugin {name!r}: {exc}")
+    return problems
+
+
+def set_up_plugins(pm: Any) -> list[str]:
+    """``setup_all`` (dependencies first); a missing dependency or a failing setup as a line."""
+    from apt.plugins import PluginError
+
+    try:
+        pm.setup_all()
+    except PluginError as exc:
+        return [str(exc)]
+    return []

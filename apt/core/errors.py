@@ -1,0 +1,61 @@
+"""ConfigProblems: what every configuration check raises, and how it is printed.
+
+A bad input is answered with one ``error:`` line per problem, naming the bad value and the
+valid choices, and at most one ``hint:`` line; train.py, ``python -m apt check`` and every
+multirun job print them through :func:`report`, so the same mistake reads the same
+everywhere. Exit status 2 means "the configuration is wrong", nothing ran.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+__all__ = ["CONFIG_ERROR_EXIT", "ConfigProblems", "Problem", "did_you_mean", "report"]
+
+#: Exit status of a run (or ``apt check``) refused for a configuration problem.
+CONFIG_ERROR_EXIT = 2
+
+
+class Problem(str):
+    """One problem line that may carry a hint (what to do about it) for the user."""
+
+    hint: str | None
+
+    def __new__(cls, text: str, hint: str | None = None) -> Problem:
+        obj = super().__new__(cls, text)
+        obj.hint = hint
+        return obj
+
+
+class ConfigProblems(ValueError):
+    """Configuration problems, one readable line each, and an optional hint for the user.
+
+    Without an explicit ``hint`` the first :class:`Problem` that carries one supplies it.
+    """
+
+    def __init__(self, problems: Sequence[str], hint: str | None = None) -> None:
+        self.problems = list(problems)
+        self.hint = hint or next((h for p in self.problems if (h := getattr(p, "hint", None))), None)
+        super().__init__("\n".join(self.problems))
+
+    def lines(self) -> list[str]:
+        """``error: ...`` per problem, then ``hint: ...`` when there is one."""
+        return [f"error: {p}" for p in self.problems] + ([f"hint: {self.hint}"] if self.hint else [])
+
+
+def report(exc: ConfigProblems, file: TextIO | None = None) -> None:
+    """Print ``exc`` as its ``error:``/``hint:`` lines (stderr by default)."""
+    out = file if file is not None else sys.stderr
+    for line in exc.lines():
+        print(line, file=out)
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss among ``choices``, else ``""``."""
+    choices = [str(c) for c in choices]
+    same_letters = [c for c in choices if c.lower() == str(name).lower()]
+    close = same_letters or difflib.get_close_matches(str(name), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
