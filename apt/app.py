@@ -220,7 +220,7 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     import numpy as np
     import torch
 
-    from apt.data import load_dataset
+    from apt.data import DataError, load_dataset
     from apt.data.loader import BatchLoader
     from apt.schedule import Schedule
     from apt.training.distributed import ParallelModel, ShardedModel
@@ -241,7 +241,10 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
     torch.manual_seed(seed)
 
     t0 = time.perf_counter()
-    data = load_dataset(d_cfg)
+    try:
+        data = load_dataset(d_cfg)
+    except DataError as exc:
+        raise ConfigProblems([str(exc)]) from None
     log.info("data %s (%.2fs)", data.describe(), time.perf_counter() - t0)
     # data.batch_size is per process: the global batch is batch_size * world_size
     loader_kw = {"batch_size": d_cfg["batch_size"], "block_size": d_cfg["block_size"], "device": device,

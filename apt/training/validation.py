@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from apt.core.config import APTConfig, to_plain
 from apt.data.dataset import DATASETS
+from apt.data.tokenizers import spec_kind
+from apt.data.tokens import check_tokens_dir
 from apt.training.lr import DECAYS
 
 __all__ = ["CONF_DIR", "KINDS", "ConfigProblems", "check_overrides", "conf_options", "dotted_target",
@@ -28,7 +30,6 @@ __all__ = ["CONF_DIR", "KINDS", "ConfigProblems", "check_overrides", "conf_optio
 KINDS = ("attention", "ffn", "router")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")  # apt.training.distributed.STRATEGIES, kept here free of torch
-TOKENIZERS = ("byte", "char")
 TASKS = ("copy", "cycle", "markov")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -90,8 +91,16 @@ def validate(cfg: DictConfig, plugin_manager: Any = None) -> list[str]:
         _positive_int(d, key, "data", problems)
     if not 0.0 < float(d.get("val_fraction", 0.1)) < 1.0:
         add(f"data.val_fraction must be in (0, 1), got {d.get('val_fraction')}")
-    if d.get("name") in ("stdlib", "text") and d.get("tokenizer") not in TOKENIZERS:
-        add(f"data.tokenizer={d.get('tokenizer')!r} is not one of {list(TOKENIZERS)}")
+    test_fraction = float(d.get("test_fraction") or 0.0)
+    if not 0.0 <= test_fraction < 1.0 or float(d.get("val_fraction", 0.1)) + test_fraction >= 1.0:
+        add(f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}")
+    if d.get("name") in ("stdlib", "text"):
+        try:
+            spec_kind(str(d.get("tokenizer")), d.get("vocab_size"), prefix="data.")
+        except ValueError as exc:
+            add(str(exc))
+    if d.get("name") == "tokens" and isinstance(d.get("block_size"), int) and isinstance(d.get("batch_size"), int):
+        problems += check_tokens_dir(d.get("dir"), d["block_size"], d["batch_size"])
     if d.get("name") == "text":
         path = d.get("path")
         if not path or path == "???":

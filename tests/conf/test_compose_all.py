@@ -122,6 +122,11 @@ def text_file(tmp_path):
 @pytest.mark.parametrize("option", options("data"))
 def test_every_data_option(option, tmp_path, text_file):
     extra = [f"data.path={text_file}"] if option == "text" else []
+    if option == "tokens":
+        from apt.data.prepare import main
+
+        assert main([f"input={text_file}", f"out={tmp_path / 'tokens'}", "tokenizer=byte", "progress=false"]) == 0
+        extra = [f"data.dir={tmp_path / 'tokens'}"]
     cfg = compose_cfg(f"data={option}", f"data.cache_dir={tmp_path}", "data.max_bytes=50000", *extra)
     assert validate(cfg) == []
     data = load_dataset(cfg.data)
