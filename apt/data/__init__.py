@@ -19,7 +19,7 @@ from apt.data.tokenizers import (
     build_tokenizer,
     tokenizer_from_dict,
 )
-from apt.data.tokens import ShardedTokens, check_tokens_dir, open_tokens_dir
+from apt.data.tokens import ShardedTokens, TokenFile, check_tokens_dir, open_tokens_dir
 
 __all__ = [
     "DATASETS",
@@ -30,6 +30,7 @@ __all__ = [
     "IdTokenizer",
     "ShardedTokens",
     "TokenData",
+    "TokenFile",
     "Tokenizer",
     "build_tokenizer",
     "check_tokens_dir",

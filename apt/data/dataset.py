@@ -3,7 +3,7 @@
 ``data=tokens`` maps a directory written by ``python -m apt.data.prepare``. ``data=text`` and
 ``data=stdlib`` run the same preparation once per (source, tokenizer, split fractions) into
 a cache directory of the same format, so later runs (and every job of a multirun) map
-those files instead of re-reading the corpus, and memory is shared between processes
+those files instead of re-reading the corpus, and the pages are shared between processes
 through the page cache. ``data=synthetic`` is small and generated in memory.
 """
 
@@ -21,18 +21,18 @@ from apt.data import sources
 from apt.data.corpus import StringCorpus, TextCorpus
 from apt.data.errors import DataError
 from apt.data.tokenizers import IdTokenizer, Tokenizer, spec_kind
-from apt.data.tokens import ShardedTokens, open_tokens_dir, split_sizes
+from apt.data.tokens import ShardedTokens, TokenFile, open_tokens_dir, split_sizes
 
 __all__ = ["CACHE_VERSION", "DATASETS", "TokenArray", "TokenData", "default_cache_dir", "load_dataset"]
 
 DATASETS = ("stdlib", "text", "synthetic", "tokens")
 CACHE_VERSION = 2
-TokenArray = np.ndarray | ShardedTokens  # 1-D ids: a memmap, an array, or several shards as one
+TokenArray = np.ndarray | TokenFile | ShardedTokens  # 1-D ids: an array, a shard file, or several as one
 
 
 @dataclass
 class TokenData:
-    """Train/val (and test) token ids, usually read-only memmaps, and the tokenizer that made them."""
+    """Train/val (and test) token ids, usually memory-mapped shard files, and the tokenizer that made them."""
 
     train: TokenArray
     val: TokenArray

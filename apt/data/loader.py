@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from apt.data.tokens import read_windows
+
 __all__ = ["EAGER_WINDOWS", "BatchLoader", "permute"]
 
 #: Passes of at most this many windows are permuted whole (8 MB of int64 starts).
 EAGER_WINDOWS = 1 << 20
+LAZY_BLOCK = 256  # rows of the lazy order computed at once
 _ROUNDS = 6
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -68,8 +71,9 @@ class BatchLoader:
     """``(x, y)`` int64 batches of shape ``(B, T)``; ``y`` is ``x`` shifted by one token.
 
     ``B`` is ``batch_size``, this rank's share of the ``batch_size * world_size`` global batch.
-    ``tokens`` is any 1-D id sequence that supports ``len`` and integer-array indexing
-    (an array, a memmap, :class:`~apt.data.tokens.ShardedTokens`).
+    ``tokens`` is any 1-D id sequence that supports ``len`` and integer-array indexing (an
+    array, a memmap); :class:`~apt.data.tokens.TokenFile` and ``ShardedTokens`` read their
+    windows with positioned reads.
     """
 
     def __init__(self, tokens: Any, *, batch_size: int, block_size: int, seed: int = 0,
@@ -93,17 +97,18 @@ class BatchLoader:
                 f"{self.block_size}; need at least {need}"
             )
         self.batches_per_epoch = int(batches_per_epoch or windows // self.global_batch_size)
-        self._arange = np.arange(self.block_size + 1)
         self.eager = (len(tokens) - 1) // self.block_size <= EAGER_WINDOWS
         self._memo: tuple[Any, Any] = (None, None)  # (epoch, batches_per_epoch) -> eager starts or passes
+        self._block: tuple[Any, Any] = (None, None)  # lazy: the last block of rows
 
     def epoch_rows(self, epoch: int, first: int, count: int) -> np.ndarray:
         """Window starts of batches ``first .. first+count-1`` of ``epoch`` on this rank: ``(count, B)``."""
         if self.eager:
             return self._eager_starts(epoch)[first:first + count, self._columns]
-        g = self.global_batch_size
-        pos = (np.arange(first, first + count)[:, None] * g + np.arange(g))[:, self._columns]  # (count, B)
-        return self._lazy_starts(epoch, pos)
+        blocks = range(first // LAZY_BLOCK, (first + count - 1) // LAZY_BLOCK + 1)
+        rows = np.concatenate([self._lazy_block(epoch, b) for b in blocks])  # (rows, global batch)
+        at = first - blocks[0] * LAZY_BLOCK
+        return rows[at:at + count, self._columns]
 
     def epoch_starts(self, epoch: int) -> np.ndarray:
         """Window starts for every batch of ``epoch`` on this rank: ``(batches, B)``."""
@@ -128,6 +133,16 @@ class BatchLoader:
             return np.concatenate(chunks)[:need].reshape(self.batches_per_epoch, self.global_batch_size)
 
         return self._memoised(epoch, build)
+
+    def _lazy_block(self, epoch: int, block: int) -> np.ndarray:
+        """Global starts of rows ``block * LAZY_BLOCK ...`` (computed together: the bijection's
+        numpy overhead is per call, not per element); the last block is kept."""
+        key = (int(epoch), self.batches_per_epoch, block)
+        if self._block[0] != key:
+            g = self.global_batch_size
+            rows = np.arange(block * LAZY_BLOCK, min((block + 1) * LAZY_BLOCK, self.batches_per_epoch))
+            self._block = (key, self._lazy_starts(epoch, rows[:, None] * g + np.arange(g)))
+        return self._block[1]
 
     def _lazy_starts(self, epoch: int, pos: np.ndarray) -> np.ndarray:
         def build() -> tuple[np.ndarray, list[tuple[int, int, np.ndarray]]]:
@@ -161,7 +176,7 @@ class BatchLoader:
 
     def batch(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch for one row of starts (``(B,)``)."""
-        chunk = torch.from_numpy(self.tokens[starts[:, None] + self._arange].astype(np.int64))  # (B, T+1)
+        chunk = torch.from_numpy(read_windows(self.tokens, starts, self.block_size + 1).astype(np.int64))  # (B, T+1)
         if self._pin:
             chunk = chunk.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":

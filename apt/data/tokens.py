@@ -18,6 +18,7 @@ only file sizes against it, so opening a corpus of any size costs the same.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ import numpy as np
 from apt.data.errors import DataError
 from apt.data.tokenizers import Tokenizer, tokenizer_from_dict
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SPLITS", "ShardWriter", "ShardedTokens", "check_tokens_dir",
-           "open_tokens_dir", "split_sizes", "split_tail", "write_meta"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "SPLITS", "ShardWriter", "ShardedTokens", "TokenFile", "check_tokens_dir",
+           "open_tokens_dir", "read_windows", "split_sizes", "split_tail", "write_meta"]
 
 FORMAT, FORMAT_VERSION = "apt-tokens", 1
 SPLITS = ("train", "val", "test")
@@ -123,15 +124,69 @@ def write_meta(directory: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> d
     return meta
 
 
-class ShardedTokens:
-    """Several memory-mapped shards read as one 1-D id stream (``len``, ints, slices, and
-    integer arrays of any shape, as :class:`~apt.data.BatchLoader` indexes it).
+def read_windows(tokens: Any, starts: np.ndarray, length: int) -> np.ndarray:
+    """``(B, length)`` ids: the windows ``tokens[s : s + length]`` for each start ``s``.
 
-    A window that crosses a shard boundary reads from both shards; nothing is copied
-    until it is indexed.
+    Token files read them with positioned reads (no mapping); arrays by fancy indexing.
+    """
+    reader = getattr(tokens, "windows", None)
+    if reader is not None:
+        return reader(starts, length)
+    return tokens[np.asarray(starts)[:, None] + np.arange(length)]
+
+
+class TokenFile:
+    """One shard file as a 1-D read-only id array that never stays mapped.
+
+    A memory map that stays open keeps every page a run has touched in the process's RSS
+    (on current kernels a whole 2 MB folio per window read): over a long run, the whole
+    file. Training batches are read with ``preadv`` (:meth:`windows`); other indexing maps
+    the file for that one access, as nanoGPT's ``get_batch`` does. Either way RSS stays
+    flat for any corpus size. ``np.asarray(token_file)`` gives a plain memmap.
     """
 
-    def __init__(self, shards: list[np.ndarray]) -> None:
+    def __init__(self, path: str | Path, dtype: str | np.dtype) -> None:
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self._len = self.path.stat().st_size // self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self._len
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """``(B, length)``: the ids from each start (all inside the file)."""
+        if not hasattr(os, "preadv"):  # not on every platform
+            return self[np.asarray(starts)[:, None] + np.arange(length)]
+        out = np.empty((len(starts), int(length)), dtype=self.dtype)
+        size = out.shape[1] * self.dtype.itemsize
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for row, start in zip(out, starts, strict=True):
+                if os.preadv(fd, [row], int(start) * self.dtype.itemsize) != size:
+                    raise IndexError(f"window at {int(start)} of {length} ids runs past the {self._len:,} "
+                                     f"ids of {self.path}")
+        finally:
+            os.close(fd)
+        return out
+
+    def __getitem__(self, index: Any) -> Any:
+        mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self._len,))
+        out = mapped[index]
+        return out if isinstance(out, np.generic) else np.array(out)  # a copy: the map closes here
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self._len,))
+        return mapped if dtype is None else mapped.astype(dtype)
+
+
+class ShardedTokens:
+    """Several shards read as one 1-D id stream (``len``, ints, slices, and integer arrays
+    of any shape, as :class:`~apt.data.BatchLoader` indexes it).
+
+    A window that crosses a shard boundary reads from both shards; nothing is read until
+    it is indexed.
+    """
+
+    def __init__(self, shards: list[Any]) -> None:
         self.shards = shards
         self.dtype = shards[0].dtype
         sizes = np.array([len(s) for s in shards], dtype=np.int64)
@@ -144,7 +199,12 @@ class ShardedTokens:
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
-            return self[np.arange(start, stop, step)]
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            parts = [shard[max(start - lo, 0):min(stop - lo, len(shard))]
+                     for shard, lo, hi in zip(self.shards, self._starts, self._ends, strict=True)
+                     if lo < stop and hi > start]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
         idx = np.asarray(index)
         if idx.ndim == 0:
             return self[idx.reshape(1)][0]
@@ -158,6 +218,22 @@ class ShardedTokens:
             mask = which == k
             out[mask] = self.shards[k][flat[mask] - self._starts[k]]
         return out.reshape(idx.shape)
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """``(B, length)``: the ids from each start; a window may span shards."""
+        starts = np.asarray(starts, dtype=np.int64)
+        first = np.searchsorted(self._ends, starts, side="right")  # shard of each start
+        inside = starts + length <= self._ends[np.minimum(first, len(self.shards) - 1)]
+        out = np.empty((len(starts), int(length)), dtype=self.dtype)
+        for k in np.unique(first[inside]):
+            rows = np.flatnonzero(inside & (first == k))
+            out[rows] = read_windows(self.shards[k], starts[rows] - self._starts[k], length)
+        for row in np.flatnonzero(~inside):  # crosses a boundary: read it piecewise
+            out[row] = self[int(starts[row]):int(starts[row]) + length]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 def _read_meta(path: Path, where: str, problems: list[str]) -> dict[str, Any] | None:
@@ -241,10 +317,8 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
 
 
 def open_tokens_dir(path: str | Path) -> tuple[dict[str, Any], Tokenizer, dict[str, Any]]:
-    """``({split: ids or None}, tokenizer, meta)``; ids are read-only memory maps.
-
-    A split of one shard is that shard's ``np.memmap``; several are a :class:`ShardedTokens`.
-    """
+    """``({split: ids or None}, tokenizer, meta)``: each split a :class:`TokenFile`, or a
+    :class:`ShardedTokens` over several."""
     problems = check_tokens_dir(path)
     if problems:
         raise DataError(problems[0])
@@ -262,7 +336,6 @@ def open_tokens_dir(path: str | Path) -> tuple[dict[str, Any], Tokenizer, dict[s
                         f"vocab_size={meta['vocab_size']}")
     splits: dict[str, Any] = {}
     for split in SPLITS:
-        maps = [np.memmap(path / name, dtype=meta["dtype"], mode="r") for name, n in meta["shards"].get(split) or []
-                if int(n) > 0]
-        splits[split] = None if not maps else maps[0] if len(maps) == 1 else ShardedTokens(maps)
+        files = [TokenFile(path / name, meta["dtype"]) for name, n in meta["shards"].get(split) or [] if int(n) > 0]
+        splits[split] = None if not files else files[0] if len(files) == 1 else ShardedTokens(files)
     return splits, tokenizer, meta

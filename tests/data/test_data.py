@@ -11,6 +11,7 @@ from apt.data import (
     ByteTokenizer,
     CharTokenizer,
     DataError,
+    TokenFile,
     load_dataset,
     tokenizer_from_dict,
 )
@@ -36,7 +37,7 @@ def test_text_dataset_is_cached_and_memory_mapped(tmp_path):
     path.write_text("abcdefghij" * 300, encoding="utf-8")
     cfg = {"name": "text", "path": str(path), "tokenizer": "char", "cache_dir": str(tmp_path / "c")}
     first = load_dataset(cfg)
-    assert isinstance(first.train, np.memmap)
+    assert isinstance(first.train, TokenFile)
     assert len(first.train) + len(first.val) == 3000 and len(first.val) == 300
     assert first.tokenizer.decode(first.train[:10]) == "abcdefghij"
     cache = first.cache_dir

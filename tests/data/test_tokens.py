@@ -7,8 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from apt.data import ByteTokenizer, DataError, ShardedTokens, check_tokens_dir, open_tokens_dir
-from apt.data.tokens import ShardWriter, split_sizes, split_tail, write_meta
+from apt.data import (
+    ByteTokenizer,
+    DataError,
+    ShardedTokens,
+    TokenFile,
+    check_tokens_dir,
+    open_tokens_dir,
+)
+from apt.data.tokens import ShardWriter, read_windows, split_sizes, split_tail, write_meta
 
 
 def make_dir(path, ids, *, shard_tokens, val=0.1, test=0.0, dtype="uint16"):
@@ -48,6 +55,22 @@ def test_sharded_tokens_index_like_one_array():
     np.testing.assert_array_equal(sharded[idx], whole[idx])
     with pytest.raises(IndexError):
         sharded[np.array([30])]
+    np.testing.assert_array_equal(read_windows(sharded, starts, 6), whole[idx])
+
+
+def test_windows_are_read_from_files_without_a_lasting_map(tmp_path):
+    ids = (np.arange(3000) * 7 % 256).astype(np.uint16)
+    make_dir(tmp_path / "d", ids, shard_tokens=700)  # train: 2700 ids in 4 shard files
+    train = open_tokens_dir(tmp_path / "d")[0]["train"]
+    assert isinstance(train, ShardedTokens) and all(isinstance(f, TokenFile) for f in train.shards)
+    starts = np.array([0, 650, 699, 700, 1390, 2600])  # inside, across one and two boundaries
+    expected = ids[starts[:, None] + np.arange(100)]
+    np.testing.assert_array_equal(read_windows(train, starts, 100), expected)
+    np.testing.assert_array_equal(read_windows(train.shards[0], starts[:2], 50), ids[starts[:2, None] + np.arange(50)])
+    np.testing.assert_array_equal(train[starts[:, None] + np.arange(100)], expected)  # indexing agrees
+    np.testing.assert_array_equal(np.asarray(train.shards[1]), ids[700:1400])
+    with pytest.raises(IndexError, match="runs past the 700 ids"):
+        train.shards[0].windows(np.array([650]), 100)
 
 
 def test_check_names_each_problem_in_one_line(tmp_path):
