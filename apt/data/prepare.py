@@ -182,6 +182,8 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
     most two tasks per worker in flight (memory stays bounded on any corpus size)."""
     tasks = _tasks(corpus)
     first_doc = 1  # the first document has no end-of-text id before it
+    if corpus.total_bytes is not None and corpus.total_bytes <= TASK_CHARS:
+        workers = 1  # one task: starting processes would cost more than it saves
     if workers == 1:
         for task in tasks:
             ids, size, docs = _encode(tok, task)
@@ -208,7 +210,11 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: one ``error:`` line and exit 2 on bad input."""
+    import logging
+
     from omegaconf import OmegaConf
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. which split of a DatasetDict
 
     usage = ("usage: python -m apt.data.prepare input=<file|dir|dataset> out=<dir> tokenizer=<char|byte|bpe|"
              "path/tokenizer.json|tiktoken:NAME> [" + " ".join(f"{k}=" for k in list(DEFAULTS)[3:]) + "]")
