@@ -99,8 +99,7 @@ class TextCorpus(Corpus):
                             yield first, buf[:cut]
                             first, buf = False, buf[cut:]
             except UnicodeDecodeError as exc:
-                raise DataError(f"input {str(path)!r} is not UTF-8 text ({exc.reason} near byte "
-                                f"{exc.start} of a block)") from None
+                raise DataError(f"input {str(path)!r} is not UTF-8 text ({exc.reason})") from None
             except OSError as exc:
                 raise DataError(f"input {str(path)!r} cannot be read: {exc.strerror or exc}") from None
             if buf:

@@ -286,7 +286,13 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
     elif state.get("file") and not (path / str(state["file"])).is_file():
         problems.append(f"{where}: the tokenizer file {state['file']!r} that meta.json names is missing")
     item = np.dtype(dtype).itemsize
-    counts, shards = meta.get("tokens") or {}, meta.get("shards") or {}
+    counts, shards = meta.get("tokens"), meta.get("shards")
+    try:
+        for split in SPLITS:
+            int(counts.get(split, 0))
+            [(str(name), int(n)) for name, n in shards.get(split) or []]
+    except (AttributeError, TypeError, ValueError):
+        return [*problems, f"{where}: meta.json's tokens and shards entries are malformed"]
     for split in SPLITS:
         listed = shards.get(split) or []
         if split != "test" and not listed:

@@ -97,3 +97,6 @@ def test_check_names_each_problem_in_one_line(tmp_path):
     meta = json.loads((tmp_path / "ok" / "meta.json").read_text())
     (tmp_path / "ok" / "meta.json").write_text(json.dumps({**meta, "version": 99}))
     assert "format version 99; this APT reads version 1" in check_tokens_dir(tmp_path / "ok")[0]
+    (tmp_path / "ok" / "meta.json").write_text(json.dumps({**meta, "shards": {"train": [3]}}))
+    assert check_tokens_dir(tmp_path / "ok") == [
+        f"data.dir='{tmp_path / 'ok'}': meta.json's tokens and shards entries are malformed"]
