@@ -59,7 +59,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     import numpy as np
     import torch
 
-    from apt.data import load_dataset
+    from apt.data import DataError, load_dataset
     from apt.data.loader import BatchLoader
     from apt.modeling import ModelBuilder
     from apt.schedule import Schedule
@@ -81,7 +81,10 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     torch.manual_seed(cfg.seed)
 
     t0 = time.perf_counter()
-    data = load_dataset(d_cfg)
+    try:
+        data = load_dataset(d_cfg)
+    except DataError as exc:  # what the check could not see without reading the data
+        raise ConfigProblems([str(exc)]) from None
     log.info("data %s (%.2fs)", data.describe(), time.perf_counter() - t0)
     # data.batch_size is per process: the global batch is batch_size * world_size
     loader_kw = {"batch_size": d_cfg["batch_size"], "block_size": d_cfg["block_size"], "device": device,

@@ -38,7 +38,8 @@ def test_default_config_is_valid():
     ("optim.decay=step", "optim.decay='step' is not one of ['cosine', 'linear', 'constant']"),
     ("optim.optimizer.lr=-1", "optim.optimizer.lr must be a positive number, got -1"),
     ("data.task=sort", "data.task='sort' is not one of ['copy', 'cycle', 'markov']"),
-    ("data.name=imagenet", "data.name='imagenet' is not one of ['stdlib', 'text', 'synthetic']"),
+    ("data.name=imagenet", "data.name='imagenet' is not one of ['stdlib', 'text', 'synthetic', 'tokens']"),
+    ("data.test_fraction=0.95", "data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1"),
     ("ckpt_path=/no/such.pt", "ckpt_path='/no/such.pt' does not exist"),
     ("+plugin.nosuch={}", "unknown plugin 'nosuch'; available: align, checkpoint, csv,"),
     ("+plugin.x={_target_: nomodule.Plugin}", "plugin 'x': _target_='nomodule.Plugin' cannot be found"),
@@ -59,6 +60,22 @@ def test_text_data_needs_an_existing_path(tmp_path):
     assert problems_of("data=text") == ["data=text needs data.path=<a text file>"]
     assert problems_of("data=text", f"data.path={tmp_path}/none.txt") == [
         f"data.path='{tmp_path}/none.txt' does not exist"]
+
+
+def test_text_tokenizer_specs_are_checked_before_data(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 100)
+    assert problems_of("data=text", f"data.path={text}", "data.tokenizer=bpe") == [
+        "data.tokenizer=bpe needs data.vocab_size=N (at least 257)"]
+    assert problems_of("data=text", f"data.path={text}", "data.tokenizer=wordpiece")[0].startswith(
+        "data.tokenizer='wordpiece' is not one of ['char', 'byte', 'bpe', '<path>/tokenizer.json'")
+
+
+def test_token_directory_is_checked_before_data(tmp_path):
+    assert problems_of("data=tokens") == [
+        "data=tokens needs data.dir=<a directory written by python -m apt.data.prepare>"]
+    assert problems_of("data=tokens", f"data.dir={tmp_path}/none") == [f"data.dir='{tmp_path}/none' is not a directory"]
+    assert "has no meta.json" in problems_of("data=tokens", f"data.dir={tmp_path}")[0]
 
 
 def test_unknown_provider_lists_valid_ones():

@@ -1,6 +1,7 @@
 """Datasets, tokenizers and batch loading.
 
-``load_dataset`` and the tokenizers are numpy-only; :class:`BatchLoader` needs torch and is
+``load_dataset``, the token directories and the tokenizers are numpy-only (the subword
+tokenizers import their libraries when used); :class:`BatchLoader` needs torch and is
 imported on first use so that config checks never import torch.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from apt.data.dataset import DATASETS, TokenData, default_cache_dir, load_dataset
+from apt.data.errors import DataError
 from apt.data.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
@@ -17,18 +19,24 @@ from apt.data.tokenizers import (
     build_tokenizer,
     tokenizer_from_dict,
 )
+from apt.data.tokens import ShardedTokens, TokenFile, check_tokens_dir, open_tokens_dir
 
 __all__ = [
     "DATASETS",
     "BatchLoader",
     "ByteTokenizer",
     "CharTokenizer",
+    "DataError",
     "IdTokenizer",
+    "ShardedTokens",
     "TokenData",
+    "TokenFile",
     "Tokenizer",
     "build_tokenizer",
+    "check_tokens_dir",
     "default_cache_dir",
     "load_dataset",
+    "open_tokens_dir",
     "tokenizer_from_dict",
 ]
 

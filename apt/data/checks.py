@@ -22,14 +22,14 @@ from apt.core.errors import Problem
 __all__ = ["COMMON_OPTIONS", "SOURCE_CHECKS", "SOURCE_OPTIONS", "check_data", "min_split_tokens"]
 
 #: Options every source reads.
-COMMON_OPTIONS = ("name", "batch_size", "block_size", "val_fraction", "cache_dir")
+COMMON_OPTIONS = ("name", "batch_size", "block_size", "val_fraction", "test_fraction", "cache_dir")
 #: Options each source reads besides :data:`COMMON_OPTIONS`; setting another is an error.
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "stdlib": ("tokenizer", "max_bytes"),
-    "text": ("path", "tokenizer"),
+    "stdlib": ("tokenizer", "vocab_size", "max_bytes"),
+    "text": ("path", "tokenizer", "vocab_size"),
     "synthetic": ("task", "num_tokens", "vocab_size", "period", "seed"),
+    "tokens": ("dir",),
 }
-TOKENIZERS = ("byte", "char")
 TASKS = ("copy", "cycle", "markov")
 
 _CHUNK = 1 << 20
@@ -44,9 +44,11 @@ def check_data(d: Mapping[str, Any], *, world_size: int | None = None) -> list[s
     for key in ("batch_size", "block_size"):
         if not _positive_int(d.get(key)):
             problems.append(f"data.{key} must be a positive integer, got {d.get(key)!r}")
-    fraction = d.get("val_fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0.0 < fraction < 1.0:
+    fraction, test = d.get("val_fraction"), d.get("test_fraction", 0.0)
+    if not _number(fraction) or not 0.0 < fraction < 1.0:
         problems.append(f"data.val_fraction must be in (0, 1), got {fraction!r}")
+    elif not _number(test) or not 0.0 <= test < 1.0 or fraction + test >= 1.0:
+        problems.append(f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test!r}")
     source_problems, n_tokens = SOURCE_CHECKS[str(name)](d)
     problems += source_problems
     if not problems and n_tokens is not None:
@@ -95,13 +97,13 @@ def check_text(d: Mapping[str, Any]) -> tuple[list[str], int | None]:
         return problems + [f"{shown} cannot be read: {exc.strerror}"], None
     if st.st_size == 0:
         return problems + [f"{shown} is empty"], None
-    if problems or d.get("tokenizer") != "char":
-        return problems, st.st_size  # byte tokenizer: one token per byte
+    if problems or d.get("tokenizer") == "byte":
+        return problems, st.st_size  # byte tokenizer: one token per byte, any file
     chars = _utf8_chars(str(path.resolve()), st.st_size, st.st_mtime_ns)
     if isinstance(chars, str):
-        return [Problem(f"{shown} is not UTF-8 text ({chars}), which data.tokenizer=char needs",
+        return [Problem(f"{shown} is not UTF-8 text ({chars}), which data.tokenizer={d.get('tokenizer')} needs",
                         hint="train on its raw bytes with data.tokenizer=byte, or convert the file to UTF-8")], None
-    return [], chars
+    return [], chars if d.get("tokenizer") == "char" else None  # subword counts need the tokenizer
 
 
 def check_synthetic(d: Mapping[str, Any]) -> tuple[list[str], int | None]:
@@ -118,11 +120,21 @@ def check_synthetic(d: Mapping[str, Any]) -> tuple[list[str], int | None]:
     return problems, None if problems else int(d["num_tokens"])
 
 
+def check_tokens(d: Mapping[str, Any]) -> tuple[list[str], int | None]:
+    """A directory written by ``python -m apt.data.prepare``: meta.json and shard sizes only."""
+    from apt.data.tokens import check_tokens_dir
+
+    if not (_positive_int(d.get("block_size")) and _positive_int(d.get("batch_size"))):
+        return check_tokens_dir(d.get("dir")), None
+    return check_tokens_dir(d.get("dir"), d["block_size"], d["batch_size"]), None
+
+
 #: data.name -> its check.
 SOURCE_CHECKS: dict[str, Callable[[Mapping[str, Any]], tuple[list[str], int | None]]] = {
     "stdlib": check_stdlib,
     "text": check_text,
     "synthetic": check_synthetic,
+    "tokens": check_tokens,
 }
 
 
@@ -131,9 +143,17 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _tokenizer_problems(d: Mapping[str, Any]) -> list[str]:
-    if d.get("tokenizer") not in TOKENIZERS:
-        return [f"data.tokenizer={d.get('tokenizer')!r} is not one of {list(TOKENIZERS)}"]
+    from apt.data.tokenizers import spec_kind
+
+    try:
+        spec_kind(str(d.get("tokenizer")), d.get("vocab_size"), prefix="data.")
+    except ValueError as exc:
+        return [str(exc)]
     return []
 
 
@@ -180,7 +200,7 @@ def _utf8_chars(path: str, size: int, mtime_ns: int) -> int | str:
 
 def _too_short(d: Mapping[str, Any], n_tokens: int, world_size: int) -> str | None:
     n_val = max(1, int(n_tokens * d["val_fraction"]))
-    n_train = n_tokens - n_val
+    n_train = n_tokens - n_val - int(n_tokens * d.get("test_fraction", 0.0))
     need = min_split_tokens(d["batch_size"], d["block_size"], world_size)
     if n_train >= need and n_val >= need:
         return None

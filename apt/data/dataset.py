@@ -1,16 +1,15 @@
-"""Build a run's token streams once, cache them on disk, and memory-map them.
+"""A run's token streams: prepared token directories, and the sources tokenised on demand.
 
-Tokenising is done once per (source, tokenizer, split) and written as raw ``uint16`` files;
-later runs (and every job of a multirun) map those files instead of re-reading the corpus,
-so start-up stays fast and memory is shared between processes through the page cache.
+``data=tokens`` maps a directory written by ``python -m apt.data.prepare``. ``data=text`` and
+``data=stdlib`` run the same preparation once per (source, tokenizer, split fractions) into
+a cache directory of the same format, so later runs (and every job of a multirun) map
+those files instead of re-reading the corpus, and the pages are shared between processes
+through the page cache. ``data=synthetic`` is small and generated in memory.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,36 +18,36 @@ from typing import Any
 import numpy as np
 
 from apt.data import sources
-from apt.data.tokenizers import (
-    ByteTokenizer,
-    IdTokenizer,
-    Tokenizer,
-    build_tokenizer,
-    tokenizer_from_dict,
-)
+from apt.data.corpus import StringCorpus, TextCorpus
+from apt.data.errors import DataError
+from apt.data.tokenizers import IdTokenizer, Tokenizer, spec_kind
+from apt.data.tokens import ShardedTokens, TokenFile, open_tokens_dir, split_sizes
 
-__all__ = ["DATASETS", "CACHE_VERSION", "TokenData", "default_cache_dir", "load_dataset"]
+__all__ = ["CACHE_VERSION", "DATASETS", "TokenArray", "TokenData", "default_cache_dir", "load_dataset"]
 
-DATASETS = ("stdlib", "text", "synthetic")
-CACHE_VERSION = 1
+DATASETS = ("stdlib", "text", "synthetic", "tokens")
+CACHE_VERSION = 2
+TokenArray = np.ndarray | TokenFile | ShardedTokens  # 1-D ids: an array, a shard file, or several as one
 
 
 @dataclass
 class TokenData:
-    """Train/val token ids (1-D, usually read-only memmaps) and the tokenizer that made them."""
+    """Train/val (and test) token ids, usually memory-mapped shard files, and the tokenizer that made them."""
 
-    train: np.ndarray
-    val: np.ndarray
+    train: TokenArray
+    val: TokenArray
     tokenizer: Tokenizer
     name: str
     cache_dir: Path | None = None
+    test: TokenArray | None = None  # None: no test split
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
     def describe(self) -> str:
-        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val tokens, "
+        test = f" / {len(self.test):,} test" if self.test is not None else ""
+        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val{test} tokens, "
                 f"vocab {self.vocab_size} ({self.tokenizer.kind})")
 
 
@@ -59,82 +58,71 @@ def default_cache_dir() -> Path:
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> TokenData:
-    """Tokens for the ``data`` config group (``name`` is one of :data:`DATASETS`)."""
+    """Tokens for the ``data`` config group (``name`` is one of :data:`DATASETS`).
+
+    Bad input (a missing file, a broken token directory, an unknown tokenizer) raises
+    :class:`~apt.data.errors.DataError` with one readable line.
+    """
     name = cfg.get("name")
+    if name == "tokens":
+        directory = cfg.get("dir")
+        splits, tok, meta = open_tokens_dir(directory if directory is not None else "")
+        return TokenData(splits["train"], splits["val"], tok, f"tokens:{meta.get('name')}",
+                         Path(str(directory)).expanduser(), splits["test"])
     val_fraction = float(cfg.get("val_fraction", 0.1))
+    test_fraction = float(cfg.get("test_fraction", 0.0) or 0.0)
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-    cache_root = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+        raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DataError(f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, "
+                        f"got {test_fraction}")
+    if name == "synthetic":
+        return _synthetic(cfg, val_fraction, test_fraction)
+    if name not in ("stdlib", "text"):
+        raise DataError(f"unknown dataset {name!r}; valid: {list(DATASETS)}")
+    spec = str(cfg.get("tokenizer") or ("byte" if name == "stdlib" else "char"))
+    vocab_size = cfg.get("vocab_size")
+    try:
+        kind = spec_kind(spec, vocab_size, prefix="data.")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    key_parts: dict[str, Any] = {"v": CACHE_VERSION, "d": name, "tok": spec, "val": val_fraction,
+                                 "test": test_fraction}
+    if kind == "bpe":
+        key_parts["vocab"] = int(vocab_size)
+    if kind == "hf":
+        key_parts["tokfile"] = sources.text_fingerprint(Path(spec).expanduser())
     if name == "stdlib":
         files = sources.stdlib_files(int(cfg.get("max_bytes", 2_000_000)))
-        tok = cfg.get("tokenizer", "byte")
-        key = sources.fingerprint(v=CACHE_VERSION, d=name, src=sources.stdlib_fingerprint(files),
-                                  tok=tok, val=val_fraction)
-        return _cached(cache_root, key, name, lambda: _from_text(sources.read_stdlib(files), tok, val_fraction))
-    if name == "text":
+        key_parts["src"] = sources.stdlib_fingerprint(files)
+        label = "stdlib"
+    else:
         if not cfg.get("path"):
-            raise ValueError("data=text needs data.path=<a UTF-8 text file>")
+            raise DataError("data=text needs data.path=<a UTF-8 text file>")
         path = Path(str(cfg["path"])).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"data.path={str(path)!r} is not a readable file")
-        tok = cfg.get("tokenizer", "char")
-        key = sources.fingerprint(v=CACHE_VERSION, d=name, src=sources.text_fingerprint(path),
-                                  tok=tok, val=val_fraction)
-        if tok == "byte":  # any file: its bytes are the tokens, no decoding
-            return _cached(cache_root, key, f"text:{path.name}", lambda: _from_bytes(path.read_bytes(), val_fraction))
-        return _cached(cache_root, key, f"text:{path.name}",
-                       lambda: _from_text(path.read_text(encoding="utf-8"), tok, val_fraction))
-    if name == "synthetic":
-        opts = {k: cfg.get(k, d) for k, d in
-                (("task", "copy"), ("num_tokens", 20000), ("vocab_size", 16), ("seed", 0), ("period", 8))}
-        ids = sources.synthetic_tokens(opts["task"], int(opts["num_tokens"]), int(opts["vocab_size"]),
-                                       int(opts["seed"]), int(opts["period"]))
-        n_val = max(1, int(len(ids) * val_fraction))
-        # Small and cheap to regenerate: kept in memory, no cache files.
-        return TokenData(ids[:-n_val], ids[-n_val:], IdTokenizer(int(opts["vocab_size"])),
-                         f"synthetic:{opts['task']}")
-    raise ValueError(f"unknown dataset {name!r}; valid: {list(DATASETS)}")
+            raise DataError(f"data.path={str(path)!r} is not a readable file")
+        key_parts["src"] = sources.text_fingerprint(path)
+        label = f"text:{path.name}"
+    target = (Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()) \
+        / sources.fingerprint(**key_parts)
+    if not (target / "meta.json").is_file():  # a miss: read the source (only now) and prepare it
+        from apt.data.prepare import prepare
+
+        corpus = StringCorpus(sources.read_stdlib(files), "stdlib") if name == "stdlib" else TextCorpus(
+            [path], path, errors="surrogateescape" if kind == "byte" else "strict")
+        prepare(corpus, target, spec, vocab_size=vocab_size, val_fraction=val_fraction,
+                test_fraction=test_fraction, workers=1, name=label, exist_ok=True)
+    splits, tok, _ = open_tokens_dir(target)
+    return TokenData(splits["train"], splits["val"], tok, label, target, splits["test"])
 
 
-def _from_text(text: str, tokenizer: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray, Tokenizer]:
-    tok = build_tokenizer(tokenizer, text)
-    ids = tok.encode(text)
-    n_val = max(1, int(len(ids) * val_fraction))
-    return ids[:-n_val], ids[-n_val:], tok
-
-
-def _from_bytes(data: bytes, val_fraction: float) -> tuple[np.ndarray, np.ndarray, Tokenizer]:
-    """Byte-level ids of raw ``data``: for UTF-8 text the same ids ``ByteTokenizer.encode`` gives."""
-    ids = np.frombuffer(data, dtype=np.uint8).astype(np.uint16)
-    n_val = max(1, int(len(ids) * val_fraction))
-    return ids[:-n_val], ids[-n_val:], ByteTokenizer()
-
-
-def _cached(root: Path, key: str, name: str, build) -> TokenData:
-    """Map ``root/key`` if complete, else build it in a temp dir and rename it into place."""
-    target = root / key
-    meta_path = target / "meta.json"
-    if not meta_path.is_file():
-        train, val, tok = build()
-        if len(train) == 0 or len(val) == 0:  # e.g. a one-character file: never cache it
-            raise ValueError(f"{name}: {len(train)} train / {len(val)} val tokens; nothing to train on")
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        try:
-            dtype = "uint16" if tok.vocab_size <= 65536 else "uint32"
-            np.asarray(train, dtype=dtype).tofile(tmp / "train.bin")
-            np.asarray(val, dtype=dtype).tofile(tmp / "val.bin")
-            meta = {"name": name, "dtype": dtype, "tokenizer": tok.to_dict(), "version": CACHE_VERSION}
-            (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-            try:
-                tmp.rename(target)  # atomic: a reader sees all files or none
-            except OSError:  # another process won the race; use its copy
-                pass
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    tok = tokenizer_from_dict(meta["tokenizer"])
-    train = np.memmap(target / "train.bin", dtype=meta["dtype"], mode="r")
-    val = np.memmap(target / "val.bin", dtype=meta["dtype"], mode="r")
-    return TokenData(train, val, tok, meta["name"], target)
+def _synthetic(cfg: Mapping[str, Any], val_fraction: float, test_fraction: float) -> TokenData:
+    """Small and cheap to regenerate: kept in memory, no cache files."""
+    opts = {k: cfg.get(k) if cfg.get(k) is not None else d for k, d in
+            (("task", "copy"), ("num_tokens", 20000), ("vocab_size", 16), ("seed", 0), ("period", 8))}
+    ids = sources.synthetic_tokens(opts["task"], int(opts["num_tokens"]), int(opts["vocab_size"]),
+                                   int(opts["seed"]), int(opts["period"]))
+    n_train, n_val, n_test = split_sizes(len(ids), val_fraction, test_fraction)
+    return TokenData(ids[:n_train], ids[n_train:n_train + n_val], IdTokenizer(int(opts["vocab_size"])),
+                     f"synthetic:{opts['task']}", test=ids[n_train + n_val:] if n_test else None)

@@ -41,17 +41,19 @@ class ModelConfig:
 class DataConfig:
     """One schema for every dataset; options a dataset does not use are ignored by it."""
 
-    name: str = "stdlib"  # stdlib | text | synthetic
+    name: str = "stdlib"  # stdlib | text | synthetic | tokens
     batch_size: int = 12
     block_size: int = 64
-    val_fraction: float = 0.1
-    tokenizer: str = "byte"  # byte | char (text, stdlib)
+    val_fraction: float = 0.1  # tokens: fixed when the directory was prepared
+    test_fraction: float = 0.0  # the last ids of the stream; 0: no test split
+    tokenizer: str = "byte"  # text, stdlib: char | byte | bpe | <path>/tokenizer.json | tiktoken:<name>
     cache_dir: str | None = None  # None: $APT_CACHE_DIR or ~/.cache/apt/tokens
     path: str | None = None  # text: a UTF-8 file
+    dir: str | None = None  # tokens: a directory written by python -m apt.data.prepare
     max_bytes: int = 2_000_000  # stdlib: size cap of the corpus
     task: str = "copy"  # synthetic: copy | cycle | markov
     num_tokens: int = 20000  # synthetic
-    vocab_size: int = 16  # synthetic
+    vocab_size: int | None = None  # synthetic: the id range (16); tokenizer=bpe: the BPE vocabulary
     period: int = 8  # synthetic
     seed: int = 0  # synthetic
 

@@ -241,10 +241,9 @@ class Trainer:
                 self.refresh_model_structure()  # a plugin may have changed the layout (MoE upcycling)
             else:  # resumed inside an epoch: restore values, do not re-fire on_epoch_begin
                 self._apply_schedule("epoch")
-            starts = self.train_loader.epoch_starts(self.epoch)
             while self.steps_in_epoch < self.steps_per_epoch and not self._done():
                 first = self.steps_in_epoch * self.grad_accum
-                self._train_step(starts[first:first + self.grad_accum])
+                self._train_step(self.train_loader.epoch_rows(self.epoch, first, self.grad_accum))
                 if bar is not None:
                     bar.update(1)
                 self._after_step(bar)

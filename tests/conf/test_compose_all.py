@@ -118,6 +118,11 @@ def text_file(tmp_path):
 @pytest.mark.parametrize("option", options("data"))
 def test_every_data_option(option, tmp_path, text_file):
     extra = {"text": [f"data.path={text_file}"], "stdlib": ["data.max_bytes=50000"]}.get(option, [])
+    if option == "tokens":
+        from apt.data.prepare import main
+
+        assert main([f"input={text_file}", f"out={tmp_path / 'tokens'}", "tokenizer=byte", "progress=false"]) == 0
+        extra = [f"data.dir={tmp_path / 'tokens'}"]
     cfg = compose_cfg(f"data={option}", f"data.cache_dir={tmp_path}", *extra)
     assert is_valid(cfg)
     data = load_dataset(cfg.data)

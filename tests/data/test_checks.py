@@ -52,7 +52,7 @@ def test_the_byte_tokenizer_reads_any_file(tmp_path):
 
 
 def test_options_the_source_does_not_read_are_errors():
-    synthetic = {**vars(DataConfig()), "name": "synthetic", "max_bytes": 5}
+    synthetic = {**vars(DataConfig()), "name": "synthetic", "vocab_size": 16, "max_bytes": 5}
     assert check_data(synthetic) == ["data.max_bytes=5 is not read by data=synthetic (only by data=stdlib)"]
     (problem,) = check_data({**vars(DataConfig()), "path": "x.txt"})
     assert problem == "data.path is set but data=stdlib reads no file"
@@ -64,6 +64,6 @@ def test_a_file_too_short_to_split_never_enters_the_token_cache(tmp_path):
     path.write_text("a", encoding="utf-8")
     cfg = text(path, cache_dir=str(tmp_path / "cache"))
     assert "data=text has 1 token (0 train / 1 val" in check_data(cfg)[0]
-    with pytest.raises(ValueError, match="0 train / 1 val tokens"):
+    with pytest.raises(ValueError, match="gives only 1 tokens: too few to split"):
         load_dataset(cfg)  # called directly, without the check
     assert not any((tmp_path / "cache").glob("*/meta.json"))

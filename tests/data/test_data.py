@@ -1,12 +1,22 @@
-"""Tokenizers, sources, the token cache and the batch loader."""
+"""Char/byte tokenizers, sources, the token cache and the batch loader."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from apt.data import BatchLoader, ByteTokenizer, CharTokenizer, load_dataset, tokenizer_from_dict
-from apt.data.sources import stdlib_files, synthetic_tokens
+import apt.data.loader
+from apt.data import (
+    BatchLoader,
+    ByteTokenizer,
+    CharTokenizer,
+    DataError,
+    TokenFile,
+    load_dataset,
+    tokenizer_from_dict,
+)
+from apt.data.loader import permute
+from apt.data.sources import read_stdlib, stdlib_files, synthetic_tokens
 
 
 def test_tokenizers_round_trip_and_serialise():
@@ -27,13 +37,13 @@ def test_text_dataset_is_cached_and_memory_mapped(tmp_path):
     path.write_text("abcdefghij" * 300, encoding="utf-8")
     cfg = {"name": "text", "path": str(path), "tokenizer": "char", "cache_dir": str(tmp_path / "c")}
     first = load_dataset(cfg)
-    assert isinstance(first.train, np.memmap)
+    assert isinstance(first.train, TokenFile)
     assert len(first.train) + len(first.val) == 3000 and len(first.val) == 300
     assert first.tokenizer.decode(first.train[:10]) == "abcdefghij"
     cache = first.cache_dir
-    mtime = (cache / "train.bin").stat().st_mtime_ns
+    mtime = (cache / "train-00000.bin").stat().st_mtime_ns
     second = load_dataset(cfg)
-    assert second.cache_dir == cache and (cache / "train.bin").stat().st_mtime_ns == mtime
+    assert second.cache_dir == cache and (cache / "train-00000.bin").stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(first.train, second.train)
     # a changed file is a different cache entry
     path.write_text("zyx" * 1000, encoding="utf-8")
@@ -48,10 +58,30 @@ def test_stdlib_corpus_is_deterministic_and_capped():
     assert all(p.suffix == ".py" and "test" not in p.parts for p, _ in files)
 
 
-def test_stdlib_dataset_loads(tmp_path):
+def test_stdlib_dataset_loads_the_ids_it_always_had(tmp_path):
     data = load_dataset({"name": "stdlib", "max_bytes": 100_000, "cache_dir": str(tmp_path)})
     assert data.vocab_size == 256 and 80_000 < len(data.train) <= 100_000
     assert "import" in data.tokenizer.decode(data.train[:5000])
+    ids = ByteTokenizer().encode(read_stdlib(stdlib_files(100_000)))  # the pre-shard pipeline: one text
+    n_val = max(1, int(len(ids) * 0.1))
+    np.testing.assert_array_equal(data.train, ids[:-n_val])
+    np.testing.assert_array_equal(data.val, ids[-n_val:])
+    assert data.test is None
+
+
+def test_text_dataset_test_split_and_bpe(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
+    base = {"name": "text", "path": str(path), "cache_dir": str(tmp_path / "c")}
+    char = load_dataset({**base, "tokenizer": "char", "test_fraction": 0.2})
+    n = len(char.train) + len(char.val) + len(char.test)
+    assert n == 9600 and len(char.val) == 960 and len(char.test) == 1920
+    assert char.tokenizer.decode(char.test[-8:]) == "he mat. "  # test is the end of the stream
+    bpe = load_dataset({**base, "tokenizer": "bpe", "vocab_size": 260})
+    assert bpe.tokenizer.kind == "bpe" and bpe.vocab_size == 260 and len(bpe.train) < 9600 * 0.9
+    assert bpe.tokenizer.decode(bpe.train[:6]).startswith("the cat")
+    with pytest.raises(DataError, match="data.tokenizer=bpe needs data.vocab_size"):
+        load_dataset({**base, "tokenizer": "bpe"})
 
 
 @pytest.mark.parametrize("task", ["copy", "cycle", "markov"])
@@ -64,7 +94,7 @@ def test_synthetic_tasks_are_deterministic(task):
 
 
 def test_unknown_dataset_and_task_errors():
-    with pytest.raises(ValueError, match="valid: \\['stdlib', 'text', 'synthetic'\\]"):
+    with pytest.raises(DataError, match="valid: \\['stdlib', 'text', 'synthetic', 'tokens'\\]"):
         load_dataset({"name": "nope"})
     with pytest.raises(ValueError, match="unknown synthetic task"):
         synthetic_tokens("nope", 10, 4, 0, 2)
@@ -90,3 +120,29 @@ def test_loader_more_batches_than_one_pass_and_fixed_eval():
     np.testing.assert_array_equal(loader.fixed_starts(3), loader.fixed_starts(3))
     with pytest.raises(ValueError, match="need at least batch_size"):
         BatchLoader(np.arange(30, dtype=np.uint16), batch_size=8, block_size=10)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097])
+def test_permute_is_a_bijection(n):
+    keys = np.arange(1, 7, dtype=np.uint64) * np.uint64(0x1234567)
+    out = permute(np.arange(n), n, keys)
+    assert sorted(out.tolist()) == list(range(n))
+    np.testing.assert_array_equal(permute(np.arange(n)[::-1].copy(), n, keys), out[::-1])  # per element
+
+
+def test_long_streams_use_the_lazy_order_with_the_same_guarantees(monkeypatch):
+    monkeypatch.setattr(apt.data.loader, "EAGER_WINDOWS", 10)
+    tokens = np.arange(5000, dtype=np.uint16)
+    loader = BatchLoader(tokens, batch_size=4, block_size=10, seed=3)
+    assert not loader.eager
+    starts = loader.epoch_starts(1)
+    flat = np.sort(starts.reshape(-1))
+    assert len(set(flat.tolist())) == flat.size and np.all(np.diff(flat) % 10 == 0)
+    assert starts.shape == (124, 4) and flat.max() + 11 <= len(tokens)
+    np.testing.assert_array_equal(loader.epoch_rows(1, 7, 3), starts[7:10])  # per step, no epoch array
+    np.testing.assert_array_equal(starts, BatchLoader(tokens, batch_size=4, block_size=10, seed=3).epoch_starts(1))
+    assert not np.array_equal(starts, loader.epoch_starts(2))
+    loader.batches_per_epoch = 300  # more than one pass: fresh passes follow, each a permutation
+    assert loader.epoch_starts(1).shape == (300, 4)
+    ranks = [BatchLoader(tokens, batch_size=2, block_size=10, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    np.testing.assert_array_equal(np.concatenate([r.epoch_starts(1) for r in ranks], axis=1), starts)
