@@ -11,7 +11,7 @@ Each check builds small layers, exercises the contract the model relies on and r
 - attention: no information flows from future positions (perturbing tokens ``>= t``
   leaves outputs ``< t`` unchanged, and does change later outputs);
 - FFN: position-wise (perturbing one token changes only that token's output), unless
-  ``pointwise=False`` (e.g. MoE with token dropping);
+  ``pointwise=False`` (e.g. MoE with a capacity limit, which drops tokens in training);
 - gradients reach every trainable parameter and the input;
 - two layers built under the same seed are identical and give identical outputs;
 - every dtype in ``dtypes`` (float32 and bfloat16 by default) on the chosen device;
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from apt.core.provider import Provider
+from apt.modeling.auxiliary import collect_aux_losses
 from apt.modeling.selection import LAYER_KEYWORDS, call_provider, check_accepts
 
 __all__ = [
@@ -106,8 +107,9 @@ def check_ffn_provider(
 ) -> None:
     """Check an FFN provider's layers: shape, position-wise, gradients, determinism, dtypes.
 
-    Auxiliary losses a layer reports (``last_aux_losses``) are added to the loss of the
-    gradient check, so a router that learns only from them still counts as reached.
+    Auxiliary losses a layer adds (:func:`apt.modeling.auxiliary.add_aux_loss`) are added to
+    the loss of the gradient check, so a router that learns only from them still counts as
+    reached.
     """
     prov = _resolve(provider, "ffn")
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
@@ -135,8 +137,9 @@ def check_router_provider(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> None:
-    """Check a router: output fields and shapes, float32 probabilities, aux losses,
-    a settable ``temperature``, gradients, determinism, dtypes."""
+    """Check a router: output fields and shapes, float32 probabilities, the aux losses it adds
+    (:func:`apt.modeling.auxiliary.add_aux_loss`), a settable ``temperature``, gradients,
+    determinism, dtypes."""
     prov = _resolve(provider, "router")
     label = f"router provider {_name(prov)}"
     kw = dict(router_kwargs or {})
@@ -158,7 +161,8 @@ def check_router_provider(
     for dtype in dtypes:
         router = make().to(dtype)
         x = _input(seed, (num_tokens, d_model), dtype, device).requires_grad_(True)
-        out = router(x)
+        with collect_aux_losses() as aux:
+            out = router(x)
         k = getattr(router, "top_k", top_k or out.indices.size(-1))
         where = f"[{dtype}]"
         _assert(tuple(out.indices.shape) == (num_tokens, k), label,
@@ -179,14 +183,13 @@ def check_router_provider(
         logits = getattr(out, "logits", None)
         if logits is not None:
             _assert(logits.dtype == torch.float32, label, f"{where} logits must be float32, got {logits.dtype}")
-        _assert(isinstance(out.aux_losses, Mapping), label, f"{where} aux_losses must be a dict of tensors")
-        for name, value in out.aux_losses.items():
+        for name, value in aux.items():
             _assert(value.dim() == 0 and bool(torch.isfinite(value)) and float(value.detach()) >= 0, label,
                     f"{where} aux loss {name!r} must be a finite scalar >= 0, got {value}")
         _check_temperature(label, where, router, x.detach())
         gen = torch.Generator(device="cpu").manual_seed(seed + 1)
         r = torch.randn(out.weights.shape, generator=gen).to(device)
-        loss = (out.weights.float() * r).sum() + sum(out.aux_losses.values(), torch.zeros((), device=device))
+        loss = (out.weights.float() * r).sum() + sum(aux.values(), torch.zeros((), device=device))
         loss.backward()
         _check_param_grads(label, dtype, router)
         _assert(x.grad is not None and bool(x.grad.abs().sum() > 0), label, f"{where} no gradient reaches the input")
@@ -266,11 +269,11 @@ def _check_pointwise(label: str, dtype: torch.dtype, layer: nn.Module, x: torch.
 def _check_grads(label: str, dtype: torch.dtype, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     layer.zero_grad(set_to_none=True)
     x = x.detach().requires_grad_(True)
-    y = layer(x)
+    with collect_aux_losses() as aux:
+        y = layer(x)
     gen = torch.Generator(device="cpu").manual_seed(7)
     r = torch.randn(y.shape, generator=gen).to(y.device)
     loss = (y.float() * r).sum()
-    aux = getattr(layer, "last_aux_losses", None) or {}
     for value in aux.values():
         loss = loss + value.float()
     loss.backward()

@@ -110,7 +110,9 @@ def shrink(cmd: str, compose_only: bool = False, check_only: bool = False) -> st
         return shlex.join([sys.executable, "-m", "apt", "check", *args])
     given = {_key(a) for a in args if "=" in a}
     flags = next((i for i, a in enumerate(args) if a.startswith("--")), len(args))
-    args[flags:flags] = [f"{k}={v}" for k, v in TINY.items() if k not in given]
+    own_data = "data" in given  # TINY's data.* keys are the synthetic source's: not for another
+    args[flags:flags] = [f"{k}={v}" for k, v in TINY.items()
+                         if k not in given and not (own_data and k.startswith("data."))]
     if compose_only:  # one combination of the sweep, composed: `--cfg` excludes `-m`
         args = [_first_value(a) for a in args if a not in ("-m", "--multirun")] + ["--cfg", "hydra"]
     return shlex.join([sys.executable, str(REPO / "train.py"), *args])

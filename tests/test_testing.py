@@ -154,7 +154,7 @@ class NoTemperature(nn.Module):
         logits = self.gate(x).float()
         probs = logits.softmax(-1)
         w, i = probs.topk(1)
-        return RouterOutput(i, w, probs, logits, {})
+        return RouterOutput(i, w, probs, logits)
 
 
 class RepeatsExperts(TopKRouter):

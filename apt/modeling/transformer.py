@@ -1,10 +1,10 @@
 """The decoder-only transformer LM: nanoGPT's model with attention and FFN taken from providers.
 
 The forward pass is nanoGPT's, line for line, so a training loop around it costs what
-nanoGPT costs: no per-step Python beyond the block loop, no host syncs. Auxiliary router
-losses are *not* added to the loss: MoE layers keep the losses of their last forward and
-:meth:`TransformerLM.aux_losses` collects them for the trainer, so a dense model pays
-nothing for the bookkeeping.
+nanoGPT costs: no per-step Python beyond the block loop, no host syncs. Auxiliary losses
+(an MoE router's) are *not* added to the returned loss, which stays the cross-entropy:
+layers add them through :mod:`apt.modeling.auxiliary` and the trainer collects them
+around the forward, so a dense model pays nothing for the bookkeeping.
 """
 
 from __future__ import annotations
@@ -86,26 +86,11 @@ class TransformerLM(nn.Module):
         return logits, loss
 
     # -- reporting ----------------------------------------------------------------------
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """Router losses of the last forward, summed over layers and already weighted.
-
-        Empty for a dense model. The trainer adds ``sum(model.aux_losses().values())`` to
-        the loss. Layers are found on every call, so an FFN swapped for an MoE layer after
-        construction (upcycling) is reported too.
-        """
-        out: dict[str, torch.Tensor] = {}
-        for m in self.modules():
-            losses = getattr(m, "last_aux_losses", None)
-            if losses:
-                for key, value in losses.items():
-                    out[key] = out[key] + value if key in out else value
-        return out
-
     def metrics(self) -> dict[str, float]:
-        """Router/MoE statistics of the last forward, averaged over MoE layers (empty if dense).
+        """Statistics layers kept of their last training forward (``last_stats``, e.g. an MoE
+        layer's ``moe_dropped_frac``), averaged over the layers that have them; empty if none.
 
-        Keys come from the layers' ``last_stats`` (e.g. ``moe_dropped_frac``) plus each aux
-        loss as a float. This syncs with the device, so call it when logging, not per step.
+        This syncs with the device, so call it when logging, not per step.
         """
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -115,9 +100,7 @@ class TransformerLM(nn.Module):
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                     counts[key] = counts.get(key, 0) + 1
-        out = {key: sums[key] / counts[key] for key in sums}
-        out.update({key: float(value.detach()) for key, value in self.aux_losses().items()})
-        return out
+        return {key: sums[key] / counts[key] for key in sums}
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once); ``non_embedding`` leaves out position embeddings."""

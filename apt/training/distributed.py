@@ -213,8 +213,10 @@ class ParallelModel:
             if self._key is not None:
                 log.info("model parameters changed: rebuilding the DDP wrapper")
             device = next(self.model.parameters()).device
+            from apt.modeling.auxiliary import has_unused_parameters
+
             self._ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                            forward_sync_buffers=False, find_unused_parameters=_has_sparse_layers(self.model))
+                            forward_sync_buffers=False, find_unused_parameters=has_unused_parameters(self.model))
             self._forward = torch.compile(self._ddp) if self.compile else self._ddp
             self._key = key
             self.rebuilds += 1
@@ -322,14 +324,3 @@ def no_sync(forward_model: Any, skip: bool) -> Any:
     if skip and hasattr(forward_model, "no_sync"):
         return forward_model.no_sync()
     return contextlib.nullcontext()
-
-
-def _has_sparse_layers(model: nn.Module) -> bool:
-    """Whether some parameters may get no gradient in a step (MoE experts without tokens).
-
-    DDP then has to look for unused parameters after each forward (slower), instead of
-    waiting forever for gradients that never come.
-    """
-    from apt.providers.moe import MoELayer
-
-    return any(isinstance(m, MoELayer) for m in model.modules())

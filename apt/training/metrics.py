@@ -1,7 +1,7 @@
 """metrics.csv and the loss-curve plot.
 
 Columns are not fixed in advance: plugins add their own through ``trainer.log_metric``
-(an MoE plugin's balance loss appears from the epoch it is enabled). When a new column
+(``loss/balance`` appears from the step MoE routing starts). When a new column
 shows up the file is rewritten with the wider header, so it stays one valid CSV.
 """
 

@@ -16,16 +16,16 @@ schedule, epoch, step`` go with every event)::
             on_step_begin(step, batch)                step = the step being run, from 1
             for each of grad_accum micro-batches:
                 on_batch_begin(batch)                 batch = (x, y), each (B, T)
-                logits, loss = model(x, y)            bf16 autocast on CUDA
+                logits, loss = model(x, y)            bf16 autocast on CUDA; layers' aux losses collected
                 on_batch_end(batch, outputs)          outputs = (logits, loss); plugins may add_loss
-                loss = loss + model aux losses + added losses
-                on_backward_begin(loss)
-                (loss / grad_accum).backward()
+                total = loss + aux losses + added losses
+                on_backward_begin(loss=total)
+                (total / grad_accum).backward()
             on_backward_end()                         gradient-clipping plugins act here
             clip to trainer.grad_clip (unless a plugin clips)
             optimizer.step(); zero_grad
             on_optimizer_step(optimizer)
-            on_step_end(step, loss)                   loss: detached tensor, mean over micro-batches
+            on_step_end(step, loss)                   loss: the detached total, mean over micro-batches
             every log_every: metrics.csv row, progress bar
             every eval_every: on_validation_begin(); eval; on_validation_end(metrics)
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
@@ -33,6 +33,14 @@ schedule, epoch, step`` go with every event)::
         (eval if eval_on_epoch_end and not just done); on_epoch_end(epoch, metrics)
     (final eval if not just done); save; on_checkpoint_save(checkpoint_path)
     on_train_end(metrics)
+
+What is logged: ``train_loss`` is the cross-entropy alone (comparable to ``val_loss``);
+``loss/total`` is what was optimised and ``loss/<name>`` each added term (a layer's aux
+loss such as an MoE router's ``loss/balance`` and ``loss/z``, a plugin's ``add_loss`` such
+as ``loss/align``). Each is the mean over the row's steps, a term counting 0 in steps that
+did not add it, so ``loss/total = train_loss + sum(loss/<name>)`` row by row. Aux losses
+are whatever layers add through :mod:`apt.modeling.auxiliary` during the forward, so a
+layer swapped in mid-run (MoE upcycling) is counted from its first forward.
 
 Exact resume: batches are a pure function of ``(seed, epoch, index)`` (see
 :class:`apt.data.BatchLoader`) and the checkpoint holds model, optimizer, lr position,
@@ -63,6 +71,7 @@ import torch
 
 from apt.core.config import to_plain
 from apt.data.loader import BatchLoader
+from apt.modeling.auxiliary import collect_aux_losses
 from apt.training.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from apt.training.distributed import DistContext, no_sync
 from apt.training.lr import WarmupCosine, split_decay
@@ -142,12 +151,10 @@ class Trainer:
         self._extra_metrics: dict[str, Any] = {}
         self._signal: int | None = None
         self._window_n = 0  # steps since the last metrics row
-        self._window_loss: torch.Tensor | None = None  # their summed loss, on the device
+        self._window: dict[str, torch.Tensor] = {}  # column -> summed per-step loss, on the device
         self._window_t0 = time.perf_counter()
         self._window_tokens0 = 0
         self._lr = 0.0
-        self._aux_modules: list[torch.nn.Module] | None = None
-        self.refresh_model_structure()
         self._clip_by_plugin = bool(plugins is not None and "gradient_clipping" in plugins.list_plugins())
 
     # -- public API for plugins ---------------------------------------------------------
@@ -174,7 +181,6 @@ class Trainer:
             group.update({"initial_lr": base_lr, **options})
             group["lr"] = group["initial_lr"] * self.lr_schedule.factor(max(self.step, 0))
             self.optimizer.add_param_group(group)
-        self.refresh_model_structure()
 
     def request_stop(self, reason: str = "requested") -> None:
         self.should_stop = True
@@ -198,7 +204,6 @@ class Trainer:
         elif auto_resume:
             self._auto_resume()
         c = self.config
-        self.refresh_model_structure()
         self.fire("on_train_begin", config=self.run_config)
         restore = self._install_signal_handlers()
         bar = progress_bar(c.progress and self.dist.is_main, self.max_steps, self.step)
@@ -238,7 +243,6 @@ class Trainer:
                 self._epoch_loss_sum, self._epoch_loss_n = 0.0, 0
                 self._apply_schedule("epoch")
                 self.fire("on_epoch_begin", epoch=self.epoch)
-                self.refresh_model_structure()  # a plugin may have changed the layout (MoE upcycling)
             else:  # resumed inside an epoch: restore values, do not re-fire on_epoch_begin
                 self._apply_schedule("epoch")
             while self.steps_in_epoch < self.steps_per_epoch and not self._done():
@@ -284,25 +288,24 @@ class Trainer:
         model, optimizer = self.model, self.optimizer
         batches = [self.train_loader.batch(r) for r in rows]
         self.fire("on_step_begin", step=step, batch=batches[0])
-        loss_sum = None
+        sums: dict[str, torch.Tensor] = {}  # column -> sum over micro-batches
         for i, batch in enumerate(batches):
             x, y = batch
             self.fire("on_batch_begin", step=step, batch=batch)
             with no_sync(self.forward_model, skip=i < len(batches) - 1):  # DDP: all-reduce once per step
-                with self._autocast():
+                with collect_aux_losses() as aux, self._autocast():
                     logits, loss = self.forward_model(x, y)
                 self.fire("on_batch_end", step=step, batch=batch, outputs=(logits, loss))
+                terms = self._loss_terms(aux)
                 total = loss
-                for value in self._aux_losses():
+                for value in terms.values():
                     total = total + value
-                if self._pending_losses:
-                    for name, value in self._pending_losses.items():
-                        total = total + value
-                        self._extra_metrics[f"loss/{name}"] = value.detach()
-                    self._pending_losses = {}
                 self.fire("on_backward_begin", step=step, loss=total)
                 (total / self.grad_accum if self.grad_accum > 1 else total).backward()
-            loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
+            parts = {"train_loss": loss, "loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}}
+            for column, value in parts.items():
+                v = value.detach().float()
+                sums[column] = sums[column] + v if column in sums else v
         self.fire("on_backward_end", step=step)
         if self.config.grad_clip > 0 and not self._clip_by_plugin:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip, foreach=True)
@@ -312,11 +315,12 @@ class Trainer:
         self.step = step
         self.steps_in_epoch += 1
         self.tokens_seen += self.tokens_per_step
-        step_loss = loss_sum / self.grad_accum if self.grad_accum > 1 else loss_sum
-        self._window_loss = step_loss if self._window_n == 0 else self._window_loss + step_loss
+        means = {k: v / self.grad_accum for k, v in sums.items()} if self.grad_accum > 1 else sums
+        for column, value in means.items():  # summed over the steps of the next metrics row
+            self._window[column] = self._window[column] + value if column in self._window else value
         self._window_n += 1
         self._lr = lr
-        self.fire("on_step_end", step=step, loss=step_loss)
+        self.fire("on_step_end", step=step, loss=means["loss/total"])
 
     def _after_step(self, bar: Any) -> None:
         c = self.config
@@ -351,13 +355,17 @@ class Trainer:
     def _write_row(self) -> None:
         """One metrics.csv row; the only place the train loss is moved to the host."""
         now = time.perf_counter()
-        if self._window_n:  # mean over the window's steps and over ranks
-            self.metrics["train_loss"] = float(self.dist.all_reduce_mean(self._window_loss)) / self._window_n
+        losses: dict[str, float] = {}
+        if self._window_n:  # means over the window's steps and over ranks, one transfer
+            columns = sorted(self._window)  # the same order on every rank
+            stacked = self.dist.all_reduce_mean(torch.stack([self._window[c] for c in columns]))
+            losses = {c: v / self._window_n for c, v in zip(columns, stacked.tolist(), strict=True)}
+            self.metrics["train_loss"] = losses.pop("train_loss")
         dt = max(now - self._window_t0, 1e-9)
         self.metrics["tokens_per_s"] = (self.tokens_seen - self._window_tokens0) / dt
         val = self.metrics.get("val_loss") if self.last_val_step == self.step else None
         row = {"step": self.step, "epoch": self.epoch, "train_loss": self.metrics.get("train_loss"),
-               "val_loss": val, "lr": self._lr, "tokens_per_s": self.metrics["tokens_per_s"]}
+               "val_loss": val, "lr": self._lr, "tokens_per_s": self.metrics["tokens_per_s"], **losses}
         if hasattr(self.model, "metrics"):
             self._extra_metrics.update(self.model.metrics())
         for k, v in self._extra_metrics.items():
@@ -367,7 +375,7 @@ class Trainer:
         log.info("step %d | epoch %d | loss %.4f%s | lr %.3g | %.0f tok/s", self.step, self.epoch,
                  self.metrics.get("train_loss", math.nan), f" | val {val:.4f}" if val is not None else "",
                  self._lr, self.metrics["tokens_per_s"])
-        self._window_n, self._window_loss = 0, None
+        self._window_n, self._window = 0, {}
         self._window_t0, self._window_tokens0 = now, self.tokens_seen
         self._extra_metrics = {}
 
@@ -467,7 +475,6 @@ class Trainer:
         # Plugins that change the model's layout (MoE upcycling) rebuild it here, before
         # the weights and optimizer state of that layout are loaded.
         self.fire("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state)
-        self.refresh_model_structure()
         load_sharded = getattr(self.forward_model, "load_full_state_dict", None)  # FSDP
         if load_sharded is not None:
             load_sharded(self.optimizer, state["model"], state["optimizer"])
@@ -489,26 +496,13 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # -- internals ----------------------------------------------------------------------
-    def refresh_model_structure(self) -> None:
-        """Re-scan the model for layers that report auxiliary losses.
-
-        Scanning every module each step costs ~1% of a small model's step on a CPU, so the
-        scan is cached; the trainer refreshes it after ``on_epoch_begin``, after a checkpoint
-        load and in :meth:`add_param_group`. A plugin that swaps layers at another moment
-        calls this.
-        """
-        model = self.model
-        if _is_stock_aux(model):
-            self._aux_modules = [m for m in model.modules() if hasattr(m, "last_aux_losses")]
-        else:
-            self._aux_modules = None  # a custom aux_losses(): call it every step
-
-    def _aux_losses(self) -> Iterable[torch.Tensor]:
-        """``model.aux_losses().values()`` of the last forward (router losses)."""
-        if self._aux_modules is None:
-            aux = getattr(self.model, "aux_losses", None)
-            return aux().values() if aux is not None else ()
-        return [v for m in self._aux_modules for v in m.last_aux_losses.values()]
+    def _loss_terms(self, aux: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This micro-batch's added terms by name: layers' aux losses, then plugins' ``add_loss``."""
+        terms = dict(aux)
+        for name, value in self._pending_losses.items():
+            terms[name] = terms[name] + value if name in terms else value
+        self._pending_losses = {}
+        return terms
 
     def _apply_schedule(self, by: str, step: int | None = None) -> None:
         if self.schedule is not None:
@@ -550,13 +544,6 @@ def run_length(config: TrainerConfig | Mapping[str, Any], loader_batches: int) -
     if by_epochs is not None:
         return steps_per_epoch, by_epochs
     raise ValueError("set trainer.max_steps or trainer.max_epochs")
-
-
-def _is_stock_aux(model: torch.nn.Module) -> bool:
-    """Whether ``model.aux_losses`` is TransformerLM's (sum of ``last_aux_losses`` of layers)."""
-    from apt.modeling.transformer import TransformerLM
-
-    return getattr(type(model), "aux_losses", None) is TransformerLM.aux_losses
 
 
 def _trainer_config(config: Any) -> TrainerConfig:

@@ -9,11 +9,10 @@ from torch import nn
 from apt.core import APTConfig, Provider, Registry, RegistryError
 from apt.core.registry import registry as global_registry
 from apt.modeling import ModelBuilder, TransformerLM
+from apt.moe import MoELayer, SwitchRouter, TopKRouter
 from apt.plugins import Plugin, PluginManager
 from apt.providers.attention import CausalSelfAttention, NaiveCausalSelfAttention
 from apt.providers.ffn import MLP, SwiGLU
-from apt.providers.moe import MoELayer
-from apt.providers.router import SwitchRouter, TopKRouter
 
 
 class MyAttentionLayer(nn.Module):

@@ -1,4 +1,4 @@
-"""TransformerLM: shapes, loss, init, causality, positions, sampling, aux-loss reporting."""
+"""TransformerLM: shapes, loss, init, causality, positions, sampling, aux losses and metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from apt.core import APTConfig
 from apt.modeling import ModelBuilder, RMSNorm, Rotary, TransformerLM
+from apt.modeling.auxiliary import collect_aux_losses
 from apt.modeling.layers import LayerNorm, apply_rotary
-from apt.providers.moe import MoELayer
-from apt.providers.router import TopKRouter
+from apt.moe import MoELayer, TopKRouter
 
 V = 61
 
@@ -130,34 +130,34 @@ def test_a_few_steps_fit_a_repeating_sequence():
     assert loss.item() < 0.2 * first
 
 
-def test_dense_model_reports_no_aux_losses():
+def test_dense_model_adds_no_aux_losses_and_has_no_metrics():
     model = build()
-    model(torch.randint(0, V, (2, 8)))
-    assert model.aux_losses() == {} and model.metrics() == {}
+    with collect_aux_losses() as aux:
+        model(torch.randint(0, V, (2, 8)))
+    assert aux == {} and model.metrics() == {}
 
 
-def test_moe_model_reports_aux_losses_and_metrics():
+def test_moe_model_adds_router_losses_and_reports_layer_statistics():
     model = build(ffn_name="moe", ffn_config={"num_experts": 4, "top_k": 2, "capacity_factor": 0.5})
     idx = torch.randint(0, V, (2, 16))
-    _, loss = model(idx, idx)
-    aux = model.aux_losses()
-    assert set(aux) == {"balance_loss", "z_loss"}
-    layers = [b.ffn for b in model.blocks]
-    torch.testing.assert_close(aux["balance_loss"], sum(f.last_aux_losses["balance_loss"] for f in layers))
+    with collect_aux_losses() as aux:
+        _, loss = model(idx, idx)
+    assert set(aux) == {"balance", "z"}
     (loss + sum(aux.values())).backward()
     assert model.blocks[0].ffn.router.gate.weight.grad is not None
     metrics = model.metrics()
     assert 0.0 < metrics["moe_dropped_frac"] < 1.0  # capacity 0.5 must drop tokens
     assert metrics["moe_load_max"] >= 1.0 and "router_entropy" in metrics
-    assert metrics["balance_loss"] == pytest.approx(aux["balance_loss"].item())
+    assert set(metrics) == {"moe_dropped_frac", "moe_load_max", "router_entropy"}
 
 
-def test_upcycled_ffn_is_reported_after_construction():
+def test_a_layer_swapped_in_after_construction_adds_its_losses_at_once():
     model = build()
     dense = model.blocks[1].ffn
-    model.blocks[1].ffn = MoELayer([copy.deepcopy(dense) for _ in range(2)], TopKRouter(32, 2, top_k=1), 1, 2.0)
-    model(torch.randint(0, V, (2, 8)))
-    assert set(model.aux_losses()) == {"balance_loss", "z_loss"}
+    model.blocks[1].ffn = MoELayer([copy.deepcopy(dense) for _ in range(2)], TopKRouter(32, 2, top_k=1), 1)
+    with collect_aux_losses() as aux:
+        model(torch.randint(0, V, (2, 8)))
+    assert set(aux) == {"balance", "z"}
     assert model.metrics()["moe_dropped_frac"] == 0.0
 
 

@@ -4,20 +4,25 @@ The teacher is an exponential moving average of the student's weights (decay ``b
 a cheap, slowly moving target that damps step-to-step noise (mean-teacher / BYOL style).
 Each step the plugin adds ``alpha * tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))``
 over the batch's logits with ``trainer.add_loss("align", ...)`` (the ``tau^2`` keeps the
-gradient scale independent of the temperature, as in distillation). ``metric: cosine`` or
-``l2`` compare logits (``outputs: logits``) or final hidden states (``outputs: hidden``) instead.
+gradient scale independent of the temperature, as in distillation); the trainer logs the
+added term as ``loss/align``. ``metric: cosine`` or ``l2`` compare logits (``outputs:
+logits``) or final hidden states (``outputs: hidden``) instead.
 
-Options (conf/plugin/align.yaml): ``beta`` 0.999, ``alpha`` 0.35, ``alpha_from`` (name of a
-schedule entry ``alpha`` follows while training; used when the schedule has it),
-``tau_align`` 1.0, ``metric`` kl|cosine|l2, ``outputs`` logits|hidden.
+The teacher (:class:`EMATeacher`) is a module of the student's structure with its own
+parameters and buffers, frozen, in eval mode, without the student's hooks; tensors a layer
+keeps from its last forward are not copied into it. It stays in step with the student:
 
-Lifecycle: the teacher snapshot is taken lazily at the first batch the plugin sees, so
-with ``moe`` enabled in the same or an earlier epoch it copies the upcycled model and
-both share one layout; if the student's layout changes later (``moe`` upcycling after
-``align`` started), the snapshot is retaken and a warning says so. The teacher's weights
-are this plugin's checkpoint state. Memory: one extra copy of parameters and buffers (no
-gradients, no optimizer state), about 1/4 of what the student needs under AdamW, plus one
-no-grad forward per step.
+- structure: when the student's parameters change (``moe`` upcycling after ``align``
+  started), the teacher is rebuilt from the student, keeping its EMA values for every
+  tensor that still exists with the same shape (new tensors, such as the experts, start
+  at the student's values);
+- buffers, such as a router's annealed temperature, are copied from the student before
+  every teacher forward (they are state the schedule sets, not weights to average);
+- checkpoints: the teacher's full state dict (buffers, so temperatures, included) is this
+  plugin's state, so a resumed teacher equals the uninterrupted one.
+
+Memory: one extra copy of parameters and buffers (no gradients, no optimizer state), about
+1/4 of what the student needs under AdamW, plus one no-grad forward per step.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import contextlib
 import copy
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +40,19 @@ from torch import nn
 
 from apt.plugins.base import Plugin
 
-__all__ = ["AlignPlugin", "alignment_loss"]
+__all__ = ["AlignOptions", "AlignPlugin", "EMATeacher", "alignment_loss"]
 
 log = logging.getLogger(__name__)
 
-METRICS = ("kl", "cosine", "l2")
-TARGETS = ("logits", "hidden")
+
+@dataclass
+class AlignOptions:
+    beta: float = 0.999  # EMA decay of the teacher
+    alpha: float = 0.35  # loss weight when the schedule has no `alpha_from` entry
+    alpha_from: str | None = "align_alpha"  # schedule entry alpha follows
+    tau_align: float = 1.0  # softmax temperature of the KL
+    metric: Literal["kl", "cosine", "l2"] = "kl"
+    outputs: Literal["logits", "hidden"] = "logits"  # hidden: the final normed hidden states
 
 
 def alignment_loss(
@@ -60,77 +73,103 @@ def alignment_loss(
         return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
     if metric == "l2":
         return F.mse_loss(s, t)
-    raise ValueError(f"align: metric={metric!r} is not one of {list(METRICS)}")
+    raise ValueError(f"align: metric={metric!r} is not one of ['kl', 'cosine', 'l2']")
+
+
+class EMATeacher:
+    """A frozen module of the student's structure whose weights follow the student's by EMA."""
+
+    def __init__(self, student: nn.Module) -> None:
+        self.module = _frozen_copy(student)
+        self.layout = _layout_of(student)
+
+    def follow_structure(self, student: nn.Module) -> bool:
+        """Rebuild after the student's parameters changed, keeping the EMA of unchanged tensors."""
+        layout = _layout_of(student)
+        if layout == self.layout:
+            return False
+        old = self.module.state_dict()
+        self.module = _frozen_copy(student)
+        new = self.module.state_dict()
+        kept = {k: v for k, v in old.items() if k in new and new[k].shape == v.shape}
+        self.module.load_state_dict(kept, strict=False)
+        self.layout = layout
+        log.info("align: the student's layout changed (upcycled?); teacher rebuilt, EMA kept for %d of %d "
+                 "tensors, the rest start at the student's values", len(kept), len(new))
+        return True
+
+    @torch.no_grad()
+    def copy_buffers(self, student: nn.Module) -> None:
+        """Take the student's buffers (e.g. router temperatures) as they are now."""
+        for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
+            tb.copy_(sb)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, beta: float) -> None:
+        """``teacher <- beta * teacher + (1 - beta) * student`` for the parameters."""
+        t_params = list(self.module.parameters())
+        s_params = [p.detach() for p in student.parameters()]
+        torch._foreach_lerp_(t_params, s_params, 1.0 - beta)
 
 
 class AlignPlugin(Plugin):
     """EMA-teacher consistency loss added to every training step while enabled."""
 
+    Options = AlignOptions
+
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        cfg = self.config
-        self.beta = float(cfg.get("beta", 0.999))
-        self.alpha = float(cfg.get("alpha", 0.35))
-        self.alpha_from: str | None = cfg.get("alpha_from", "align_alpha")
-        self.tau = float(cfg.get("tau_align", 1.0))
-        self.metric = str(cfg.get("metric", "kl"))
-        self.outputs = str(cfg.get("outputs", "logits"))
-        self.teacher: nn.Module | None = None
+        o = self.options
+        self.beta, self.alpha, self.tau = o.beta, o.alpha, o.tau_align
+        self.metric, self.outputs = o.metric, o.outputs
+        self.teacher: EMATeacher | None = None
         self.updates = 0
         self.snapshot_step: int | None = None
         self._pending: dict[str, Any] | None = None
-        self._layout: tuple[int, int] | None = None
         self._hidden: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
-        self._sum = 0.0
+        self._sum: torch.Tensor | None = None
         self._count = 0
 
     def get_name(self) -> str:
         return "align"
 
     def get_version(self) -> str:
-        return "1.0.0"
+        return "2.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
+        """Ranges; types and choices were checked against :class:`AlignOptions` at creation."""
         if not 0.0 <= self.beta < 1.0:
             raise ValueError(f"align: beta must be in [0, 1), got {self.beta}")
         if self.alpha < 0:
             raise ValueError(f"align: alpha must be >= 0, got {self.alpha}")
         if self.tau <= 0:
             raise ValueError(f"align: tau_align must be > 0, got {self.tau}")
-        if self.metric not in METRICS:
-            raise ValueError(f"align: metric={self.metric!r} is not one of {list(METRICS)}")
-        if self.outputs not in TARGETS:
-            raise ValueError(f"align: outputs={self.outputs!r} is not one of {list(TARGETS)}")
         return True
 
     # -- teacher --------------------------------------------------------------------------
-    @staticmethod
-    def _layout_of(model: nn.Module) -> tuple[int, int]:
-        """(number of parameter tensors, total elements): changes when ``moe`` upcycles."""
-        params = list(model.parameters())
-        return len(params), sum(p.numel() for p in params)
+    def _ensure_teacher(self, model: nn.Module, step: int | None) -> EMATeacher:
+        if self.teacher is None:
+            self.teacher = EMATeacher(model)
+            if self._pending is not None:
+                self.teacher.module.load_state_dict(self._pending)
+                self._pending = None
+            else:
+                self.snapshot_step = step
+                log.info("align: EMA teacher taken at step %s", step)
+            self._hook_hidden(model)
+        elif self.teacher.follow_structure(model):
+            self._hook_hidden(model)
+        return self.teacher
 
-    def snapshot(self, model: nn.Module, step: int | None = None) -> nn.Module:
-        """(Re)take the teacher as a frozen copy of ``model``'s current weights."""
-        self._remove_hooks()  # a deepcopy would carry the student's capture hook along
-        teacher = copy.deepcopy(model).eval()
-        teacher.requires_grad_(False)
-        self.teacher = teacher
-        self._layout = self._layout_of(model)
-        self.snapshot_step = step
-        self._hook_hidden(model, teacher)
-        return teacher
-
-    def _remove_hooks(self) -> None:
+    def _hook_hidden(self, model: nn.Module) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
-
-    def _hook_hidden(self, model: nn.Module, teacher: nn.Module) -> None:
         if self.outputs != "hidden":
             return
-        for key, m in (("student", model), ("teacher", teacher)):
+        assert self.teacher is not None
+        for key, m in (("student", model), ("teacher", self.teacher.module)):
             norm = getattr(m, "norm_f", None)
             if norm is None:
                 raise ValueError("align outputs=hidden needs a model with a final norm `norm_f`")
@@ -142,69 +181,35 @@ class AlignPlugin(Plugin):
 
         return hook
 
-    def _ensure_teacher(self, model: nn.Module, step: int | None) -> nn.Module:
-        if self.teacher is None:
-            self.snapshot(model, step)
-            if self._pending is not None:
-                self.teacher.load_state_dict(self._pending)  # type: ignore[union-attr]
-                self._pending = None
-            log.info("align: EMA teacher taken at step %s", step)
-        elif self._layout != self._layout_of(model):
-            log.warning("align: the model's layout changed (upcycled?); retaking the EMA teacher")
-            self.snapshot(model, step)
-        return self.teacher  # type: ignore[return-value]
-
-    @torch.no_grad()
-    def ema_update(self, model: nn.Module) -> None:
-        """``teacher <- beta * teacher + (1 - beta) * student`` (buffers are copied)."""
-        assert self.teacher is not None
-        t_params = list(self.teacher.parameters())
-        s_params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(t_params, s_params, 1.0 - self.beta)
-        for tb, sb in zip(self.teacher.buffers(), model.buffers(), strict=True):
-            tb.copy_(sb)
-        self.updates += 1
-
     # -- events ---------------------------------------------------------------------------
     def current_alpha(self, schedule: Any = None) -> float:
-        if schedule is not None and self.alpha_from and self.alpha_from in schedule:
+        key = self.options.alpha_from
+        if schedule is not None and key and key in schedule:
             try:
-                return float(schedule.get(self.alpha_from))
+                return float(schedule.get(key))
             except ValueError:
                 return self.alpha
         return self.alpha
 
-    def on_batch_begin(
-        self, model: nn.Module | None = None, step: int | None = None, **kwargs: Any
-    ) -> None:
+    def on_batch_begin(self, model: nn.Module | None = None, step: int | None = None, **kwargs: Any) -> None:
         """Before the forward pass, so ``outputs: hidden`` captures the student's hidden states."""
         if model is not None:
             self._ensure_teacher(model, step)
 
-    def on_batch_end(
-        self,
-        batch: Any = None,
-        outputs: Any = None,
-        trainer: Any = None,
-        model: nn.Module | None = None,
-        schedule: Any = None,
-        step: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_batch_end(self, batch: Any = None, outputs: Any = None, trainer: Any = None,
+                     model: nn.Module | None = None, schedule: Any = None, step: int | None = None,
+                     **kwargs: Any) -> None:
         """After the forward pass: teacher forward on the same inputs, add the loss."""
         if trainer is None or model is None or batch is None:
             return
         alpha = self.current_alpha(schedule)
         teacher = self._ensure_teacher(model, step)
+        teacher.copy_buffers(model)
         idx = batch[0] if isinstance(batch, list | tuple) else batch["input_ids"]  # (B, T)
         dtype = getattr(trainer, "autocast_dtype", None)  # the student's precision (bf16 on CUDA)
-        amp = (
-            torch.autocast(idx.device.type, dtype=dtype)
-            if dtype is not None
-            else contextlib.nullcontext()
-        )
+        amp = torch.autocast(idx.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.no_grad(), amp:
-            t_logits, _ = teacher(idx)  # (B, T, V)
+            t_logits, _ = teacher.module(idx)  # (B, T, V)
         if self.outputs == "hidden":
             student_out, teacher_out = self._hidden.pop("student"), self._hidden.pop("teacher")
         else:
@@ -212,31 +217,69 @@ class AlignPlugin(Plugin):
             teacher_out = t_logits
         loss = alignment_loss(student_out, teacher_out, metric=self.metric, tau=self.tau)
         trainer.add_loss("align", alpha * loss)
-        self._sum += float(loss.detach())
+        self._sum = loss.detach() if self._sum is None else self._sum + loss.detach()
         self._count += 1
 
     def on_optimizer_step(self, model: nn.Module | None = None, **kwargs: Any) -> None:
         if model is not None and self.teacher is not None:
-            self.ema_update(model)
+            self.teacher.update(model, self.beta)
+            self.updates += 1
 
     def on_epoch_end(self, trainer: Any = None, schedule: Any = None, **kwargs: Any) -> None:
         if trainer is not None and self._count:
-            trainer.log_metric("align/loss", self._sum / self._count)
+            trainer.log_metric("align/loss", float(self._sum) / self._count)
             trainer.log_metric("align/alpha", self.current_alpha(schedule))
-        self._sum, self._count = 0.0, 0
+        self._sum, self._count = None, 0
 
     def teardown(self) -> None:
-        self._remove_hooks()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
         super().teardown()
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        teacher = self.teacher.state_dict() if self.teacher is not None else self._pending
+        """The teacher's full state dict (buffers such as router temperatures included)."""
+        teacher = self.teacher.module.state_dict() if self.teacher is not None else self._pending
         return {"teacher": teacher, "updates": self.updates, "snapshot_step": self.snapshot_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Keep the teacher weights until the model exists; loaded at the first batch."""
+        """Keep the teacher's state until the model exists; loaded at the first batch."""
         self.updates = int(state.get("updates", 0))
         self.snapshot_step = state.get("snapshot_step")
         self._pending = state.get("teacher")
         self.teacher = None
+
+
+def _layout_of(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Names and shapes of the parameters: changes when ``moe`` upcycles."""
+    return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with its own parameters and buffers, frozen, in eval mode, hook-free.
+
+    Other tensors kept on modules (statistics or losses of the last forward, possibly part of
+    an autograd graph, which ``deepcopy`` refuses to copy) are shared detached, not copied.
+    """
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for key, value in vars(m).items():
+            if key.startswith(("_forward_", "_backward_")) and isinstance(value, dict):
+                memo[id(value)] = type(value)()  # other plugins' hooks stay on the student
+            elif key not in ("_parameters", "_buffers", "_modules"):
+                _share_detached(value, memo)
+    teacher = copy.deepcopy(model, memo)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def _share_detached(value: Any, memo: dict[int, Any]) -> None:
+    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        memo[id(value)] = value.detach()
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _share_detached(v, memo)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _share_detached(v, memo)

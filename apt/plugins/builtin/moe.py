@@ -1,169 +1,84 @@
 """``moe``: sparse upcycling of a dense model into a mixture of experts mid-run.
 
-When the plugin switches on (``enable_moe_at_epoch: N`` in the schedule; at once when
-unscheduled) each selected block's dense FFN becomes an :class:`~apt.providers.moe.MoELayer`
-of ``num_experts`` copies of that FFN, each perturbed by Gaussian noise of ``noise`` times
-the tensor's own std (to break the symmetry between copies), and a router from the router
-provider (Komatsuzaki et al., "Sparse Upcycling", 2023). With a normalising top-k router
-(``top_k >= 2``) and no dropped tokens the new layer computes exactly what the dense FFN
-did, so training continues from the dense model: the loss jump at the switch is bounded by
-the noise and by the tokens capacity drops. The plugin measures it once, on the first batch
-after the upcycle, and logs ``moe/upcycle_loss_delta``; a jump above ``max_upcycle_jump``
-logs a warning.
+When the plugin switches on (``enable_moe_at_epoch: N`` or ``enable_moe_at_step: S`` in the
+schedule; at once when unscheduled) each selected block's dense FFN becomes an
+:class:`~apt.moe.MoELayer` of ``num_experts`` copies of that FFN plus a router
+(:func:`apt.moe.upcycle_model`; Komatsuzaki et al., "Sparse Upcycling", 2023). Routing is
+dropless unless ``capacity_factor`` is set, which makes training non-causal across the
+batch (see :mod:`apt.moe.layer`).
 
-The new parameters join the existing optimizer param groups (each expert inherits a copy
-of its dense FFN's optimizer state, the router starts fresh), so the LR schedule is
-unchanged. The router temperature follows the schedule entry ``temperature_from``
-(default ``route_temp``) when the schedule has it, else ``temperature``.
+The switch preserves the model's function: with ``noise: 0`` the upcycled layer equals the
+dense FFN for every configuration this plugin accepts, because it refuses, before
+training, a router whose combine weights do not sum to one per token (a top-1 router that
+does not renormalise would scale each FFN output by ~1/num_experts). The loss change at the
+switch then comes from ``noise`` alone. The plugin measures it once, on the first batch
+after the upcycle, with both models in eval mode on that batch, and logs
+``moe/upcycle_loss_delta``; a change above ``max_upcycle_jump`` logs a warning.
 
-Per epoch it logs ``moe/balance_loss``, ``moe/z_loss``, ``moe/dropped_frac``,
-``moe/load_entropy`` (entropy of the expert assignment counts / log E: 1.0 is perfectly
-balanced), ``moe/load_max`` and ``moe/temperature``. Its checkpoint state records the
-layout; on ``on_checkpoint_load`` a fresh dense model is upcycled to that layout before
-the trainer loads the weights, so a checkpoint taken after the upcycle restores an MoE model.
+The new parameters join the existing optimizer param groups (experts inherit the dense
+FFN's optimizer state, the router starts fresh), so the LR schedule is unchanged. The
+router temperature follows the schedule entry ``temperature_from`` (default
+``route_temp``) when the schedule has it, else ``temperature``; it is part of the model's
+state dict. The router losses reach the trainer from the router itself (``loss/balance``
+and ``loss/z`` columns, from the upcycle step on). Per epoch the plugin logs
+``moe/dropped_frac``, ``moe/load_entropy`` (entropy of the expert assignment counts / log
+E: 1.0 is perfectly balanced), ``moe/load_max`` and ``moe/temperature``. Its checkpoint
+state records the layout; on ``on_checkpoint_load`` a fresh dense model is upcycled to that
+layout before the trainer loads the weights.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from apt.moe import (
+    MoELayer,
+    add_upcycled_params,
+    combine_weights_sum_to_one,
+    expert_counts,
+    upcycle_model,
+)
 from apt.plugins.base import Plugin
 
-__all__ = ["MoEPlugin", "Upcycled", "add_upcycled_params", "upcycle_model"]
+__all__ = ["MoEOptions", "MoEPlugin"]
 
 log = logging.getLogger(__name__)
 
 
-def _perturbed_copy(ffn: nn.Module, noise: float, gen: torch.Generator) -> nn.Module:
-    expert = copy.deepcopy(ffn)
-    if noise > 0:
-        with torch.no_grad():
-            for p in expert.parameters():
-                std = float(p.float().std()) if p.numel() > 1 else 0.0
-                eps = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-                p.add_((eps * noise * std).to(device=p.device, dtype=p.dtype))
-    return expert
-
-
-class Upcycled(NamedTuple):
-    """What :func:`upcycle_model` changed, for moving an optimizer over."""
-
-    replaced: dict[nn.Parameter, list[nn.Parameter]]  # dense param -> its copy in each expert
-    routers: list[nn.Parameter]  # new router parameters, layer by layer
-
-
-def upcycle_model(
-    model: nn.Module,
-    make_router: Any,
-    *,
-    num_experts: int,
-    top_k: int,
-    capacity_factor: float,
-    noise: float = 0.0,
-    layers: Sequence[int] | None = None,
-    seed: int = 0,
-) -> Upcycled:
-    """Replace ``model.blocks[i].ffn`` by an MoE layer of noisy copies, in place.
-
-    ``make_router(d_model, num_experts, top_k)`` returns a router module; its weight
-    matrices are re-drawn from N(0, 0.02) like the model's. The global RNG is not consumed
-    (noise and router weights come from ``seed``), so a run resumed before the upcycle
-    makes the same experts as an uninterrupted one.
-    """
-    from apt.providers.moe import MoELayer
-
-    gen = torch.Generator().manual_seed(seed)
-    chosen = range(len(model.blocks)) if layers is None else layers
-    out = Upcycled({}, [])
-    for i in chosen:
-        block = model.blocks[i]
-        dense = block.ffn
-        if isinstance(dense, MoELayer):
-            raise ValueError(f"moe: block {i}'s FFN is already a mixture of experts")
-        ref = next(dense.parameters())
-        experts = [_perturbed_copy(dense, noise, gen) for _ in range(num_experts)]
-        with torch.random.fork_rng(devices=[]):
-            router = make_router(model.config.d_model, num_experts, top_k)
-        with torch.no_grad():
-            for p in router.parameters():
-                if p.ndim >= 2:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-        router.to(device=ref.device, dtype=ref.dtype)
-        block.ffn = MoELayer(experts, router, top_k, capacity_factor)
-        for name, p in dense.named_parameters():
-            out.replaced[p] = [e.get_parameter(name) for e in experts]
-        out.routers.extend(router.parameters())
-    return out
-
-
-def add_upcycled_params(
-    optimizer: torch.optim.Optimizer,
-    upcycled: Upcycled,
-    *,
-    copy_state: bool = True,
-) -> int:
-    """Swap dense parameters for their expert copies inside the optimizer's own groups.
-
-    Each expert copy takes the place (and group, so weight decay and LR are unchanged) of
-    the dense parameter it came from, with its own clone of that parameter's state when
-    ``copy_state``; router parameters join the group holding parameters of the same
-    dimensionality (matrices decay, vectors do not). The order is deterministic, so an
-    optimizer state saved after the upcycle loads into a resumed run's optimizer.
-    Returns the number of parameters added.
-    """
-    replaced, added = upcycled.replaced, 0
-    group_of_ndim: dict[bool, dict[str, Any]] = {}
-    for group in optimizer.param_groups:
-        new_params: list[nn.Parameter] = []
-        for p in group["params"]:
-            if p not in replaced:
-                new_params.append(p)
-                continue
-            group_of_ndim.setdefault(p.ndim >= 2, group)
-            old_state = optimizer.state.pop(p, None)
-            for q in replaced[p]:
-                new_params.append(q)
-                if copy_state and old_state:
-                    optimizer.state[q] = {
-                        k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
-                        for k, v in old_state.items()
-                    }
-                added += 1
-        group["params"] = new_params
-    for p in upcycled.routers:
-        group = group_of_ndim.get(p.ndim >= 2) or optimizer.param_groups[0]
-        group["params"].append(p)
-        added += 1
-    return added
+@dataclass
+class MoEOptions:
+    num_experts: int = 4
+    top_k: int = 2
+    capacity_factor: float | None = None  # None: dropless; a number: per-expert capacity factor in training
+    router: str | None = None  # router provider name; None: the registry default (topk)
+    router_config: dict[str, Any] = field(default_factory=dict)  # extra router provider options
+    balance_coef: float = 0.01  # load-balancing loss coefficient (Switch / HF Mixtral convention)
+    z_coef: float = 0.001  # router z-loss coefficient (ST-MoE)
+    noise: float = 0.01  # expert copy noise, relative to each tensor's std
+    seed: int = 0  # noise and router init (the global RNG is left alone)
+    layers: list[int] | None = None  # block indices to upcycle; None: all
+    temperature: float = 1.0  # router temperature when the schedule has no `temperature_from` entry
+    temperature_from: str | None = "route_temp"
+    copy_optimizer_state: bool = True  # experts inherit the dense FFN's optimizer moments
+    max_upcycle_jump: float = 0.1  # warn when the loss changes more than this at the upcycle
 
 
 class MoEPlugin(Plugin):
     """Upcycle the dense FFNs to mixtures of experts when enabled; log router health."""
 
+    Options = MoEOptions
+
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        c = self.config
-        self.num_experts = c.get("num_experts", 4)
-        self.top_k = c.get("top_k", 2)
-        self.capacity_factor = float(c.get("capacity_factor", 1.25))
-        self.router = c.get("router")
-        self.router_config = dict(c.get("router_config") or {})
-        self.balance_coef = float(c.get("balance_coef", 0.01))
-        self.z_coef = float(c.get("z_coef", 0.001))
-        self.noise = float(c.get("noise", 0.01))
-        self.seed = int(c.get("seed", 0))
-        self.layers = c.get("layers")
-        self.temperature = float(c.get("temperature", 1.0))
-        self.temperature_from: str | None = c.get("temperature_from", "route_temp")
-        self.copy_optimizer_state = bool(c.get("copy_optimizer_state", True))
-        self.max_upcycle_jump = float(c.get("max_upcycle_jump", 0.1))
+        o = self.options
+        self.num_experts, self.top_k, self.layers = o.num_experts, o.top_k, o.layers
         self.upcycled = False
         self.upcycled_at: dict[str, int | None] = {}
         self.upcycle_loss_delta: float | None = None
@@ -182,92 +97,79 @@ class MoEPlugin(Plugin):
         return "moe"
 
     def get_version(self) -> str:
-        return "1.0.0"
+        return "2.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        E, k = self.num_experts, self.top_k
-        if isinstance(E, bool) or not isinstance(E, int) or E < 1:
+        """Ranges, then (for routers already registered) that combine weights sum to one."""
+        o = self.options
+        E, k = o.num_experts, o.top_k
+        if E < 1:
             raise ValueError(f"moe: num_experts must be a positive integer, got {E!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= E:
+        if not 1 <= k <= E:
             raise ValueError(f"moe: top_k must be an integer in [1, num_experts={E}], got {k!r}")
-        if self.capacity_factor <= 0:
-            raise ValueError(f"moe: capacity_factor must be > 0, got {self.capacity_factor}")
+        if o.capacity_factor is not None and o.capacity_factor <= 0:
+            raise ValueError(f"moe: capacity_factor must be > 0 or null (dropless), got {o.capacity_factor}")
         for name in ("noise", "balance_coef", "z_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"moe: {name} must be >= 0, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"moe: temperature must be > 0, got {self.temperature}")
-        if self.layers is not None and not all(isinstance(i, int) for i in self.layers):
-            raise ValueError(
-                f"moe: layers must be null (all) or a list of block indices, got {self.layers!r}"
-            )
+            if getattr(o, name) < 0:
+                raise ValueError(f"moe: {name} must be >= 0, got {getattr(o, name)}")
+        if o.temperature <= 0:
+            raise ValueError(f"moe: temperature must be > 0, got {o.temperature}")
+        from apt.core.registry import registry as default_registry
+
+        if default_registry.has("router", o.router or default_registry.default_name("router")):
+            self.check_router(default_registry)  # others (a plugin's) are checked at the upcycle
         return True
 
     # -- upcycling -----------------------------------------------------------------------
-    def _make_router(self, d_model: int, num_experts: int, top_k: int) -> nn.Module:
+    def _make_router(self, d_model: int, num_experts: int, top_k: int, registry: Any = None) -> nn.Module:
         from apt.core.registry import registry as default_registry
         from apt.modeling.selection import call_provider
 
-        registry = self.registry or default_registry
-        provider = registry.get("router", self.router, self.router_config)
-        return call_provider(
-            provider.create_router,
-            d_model,
-            num_experts,
-            top_k=top_k,
-            balance_coef=self.balance_coef,
-            z_coef=self.z_coef,
-            temperature=self.temperature,
-            owner=f"moe plugin's router provider {self.router or 'default'!r}",
-        )
+        o = self.options
+        provider = (registry or self.registry or default_registry).get("router", o.router, o.router_config)
+        return call_provider(provider.create_router, d_model, num_experts, top_k=top_k,
+                             balance_coef=o.balance_coef, z_coef=o.z_coef, temperature=o.temperature,
+                             owner=f"moe plugin's router provider {o.router or 'default'!r}")
 
-    def upcycle(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        noise: float | None = None,
-        epoch: int | None = None,
-        step: int | None = None,
-    ) -> None:
+    def check_router(self, registry: Any = None) -> None:
+        """Refuse a router whose combine weights do not sum to one (the upcycle would change the model)."""
+        router = self._make_router(16, self.num_experts, self.top_k, registry)
+        err = combine_weights_sum_to_one(router, 16)
+        if err > 1e-5:
+            raise ValueError(
+                f"moe: router {self.options.router or 'topk'!r} (top_k={self.top_k}, normalize="
+                f"{getattr(router, 'normalize', '?')}) gives combine weights that do not sum to 1 (off by up "
+                f"to {err:.2f}), so upcycling would scale every FFN output and jump the loss; set "
+                "plugin.moe.router_config.normalize=true (with top_k=1 the weight is then 1 and the router "
+                "learns from its balance loss alone) or use top_k >= 2 with the topk router")
+
+    def upcycle(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                noise: float | None = None, epoch: int | None = None, step: int | None = None) -> None:
         """Turn ``model``'s dense FFNs into MoE layers and move ``optimizer`` over."""
-        layers = list(self.layers) if self.layers is not None else None
+        o = self.options
+        self.check_router()
+        layers = list(o.layers) if o.layers is not None else None
         blocks = range(len(model.blocks)) if layers is None else layers
         self._dense = {i: model.blocks[i].ffn for i in blocks}
-        replaced = upcycle_model(
-            model,
-            self._make_router,
-            num_experts=self.num_experts,
-            top_k=self.top_k,
-            capacity_factor=self.capacity_factor,
-            noise=self.noise if noise is None else noise,
-            layers=layers,
-            seed=self.seed,
-        )
+        replaced = upcycle_model(model, self._make_router, num_experts=o.num_experts, top_k=o.top_k,
+                                 capacity_factor=o.capacity_factor, noise=o.noise if noise is None else noise,
+                                 layers=layers, seed=o.seed)
         if optimizer is not None:
-            add_upcycled_params(optimizer, replaced, copy_state=self.copy_optimizer_state)
+            add_upcycled_params(optimizer, replaced, copy_state=o.copy_optimizer_state)
         self.upcycled = True
         self.upcycled_at = {"epoch": epoch, "step": step}
         self._watch(model)
-        log.info(
-            "moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s",
-            len(self._dense),
-            self.num_experts,
-            self.top_k,
-            epoch,
-        )
+        log.info("moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s, step %s",
+                 len(self._dense), o.num_experts, o.top_k, epoch, step)
 
     def _watch(self, model: nn.Module) -> None:
         """Count expert assignments per layer on the device (no per-step host sync)."""
-        from apt.providers.moe import MoELayer
-
         for h in self._handles:
             h.remove()
         self._handles, self._routers = [], []
         layers = [m for m in model.modules() if isinstance(m, MoELayer)]
-        self._load = [
-            torch.zeros(m.num_experts, device=next(m.parameters()).device) for m in layers
-        ]
+        self._load = [torch.zeros(m.num_experts, dtype=torch.int64, device=next(m.parameters()).device)
+                      for m in layers]
         for slot, layer in enumerate(layers):
             self._routers.append(layer.router)
             self._handles.append(layer.router.register_forward_hook(self._count_hook(slot)))
@@ -276,19 +178,18 @@ class MoEPlugin(Plugin):
     def _count_hook(self, slot: int) -> Any:
         def hook(module: nn.Module, args: Any, out: Any) -> None:
             if module.training and self._counting:
-                self._load[slot] += torch.bincount(
-                    out.indices.reshape(-1), minlength=self._load[slot].numel()
-                )
+                self._load[slot] += expert_counts(out.indices, self._load[slot].numel())
 
         return hook
 
     def current_temperature(self, schedule: Any = None) -> float:
-        if schedule is not None and self.temperature_from and self.temperature_from in schedule:
+        key = self.options.temperature_from
+        if schedule is not None and key and key in schedule:
             try:
-                return float(schedule.get(self.temperature_from))
+                return float(schedule.get(key))
             except ValueError:  # position not known yet
-                return self.temperature
-        return self.temperature
+                return self.options.temperature
+        return self.options.temperature
 
     def _set_temperature(self, schedule: Any) -> None:
         temp = self.current_temperature(schedule)
@@ -298,87 +199,64 @@ class MoEPlugin(Plugin):
             self._current_temp = temp
 
     # -- events ----------------------------------------------------------------------------
-    def on_epoch_begin(
-        self,
-        model: nn.Module | None = None,
-        optimizer: Any = None,
-        schedule: Any = None,
-        epoch: int | None = None,
-        step: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_epoch_begin(self, model: nn.Module | None = None, optimizer: Any = None, schedule: Any = None,
+                       epoch: int | None = None, step: int | None = None, **kwargs: Any) -> None:
         if model is not None and not self.upcycled:
             self.upcycle(model, optimizer, epoch=epoch, step=step)
             self._measure = True
         self._set_temperature(schedule)
 
-    def on_step_begin(
-        self,
-        model: nn.Module | None = None,
-        optimizer: Any = None,
-        schedule: Any = None,
-        epoch: int | None = None,
-        step: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_step_begin(self, model: nn.Module | None = None, optimizer: Any = None, schedule: Any = None,
+                      epoch: int | None = None, step: int | None = None, **kwargs: Any) -> None:
         # Enabled mid-epoch (``enable_moe_at_step``): upcycle before this step's forward.
         if model is not None and not self.upcycled:
-            self.on_epoch_begin(
-                model=model, optimizer=optimizer, schedule=schedule, epoch=epoch, step=step
-            )
+            self.on_epoch_begin(model=model, optimizer=optimizer, schedule=schedule, epoch=epoch, step=step)
         # Every step, not only at epoch starts: a run resumed mid-epoch gets no
         # on_epoch_begin, and a ``by: step`` temperature changes between epochs.
         if self._routers:
             self._set_temperature(schedule)
 
-    def on_batch_begin(
-        self, batch: Any = None, model: nn.Module | None = None, **kwargs: Any
-    ) -> None:
-        if (
-            self._measure
-            and model is not None
-            and isinstance(batch, list | tuple)
-            and len(batch) >= 2
-        ):
+    def on_batch_begin(self, batch: Any = None, model: nn.Module | None = None, **kwargs: Any) -> None:
+        if self._measure and model is not None and isinstance(batch, list | tuple) and len(batch) >= 2:
             self._measure = False
             self.upcycle_loss_delta = self.measure_jump(model, batch[0], batch[1])
             self._delta_unlogged = True
             self._dense = {}  # measured: the dense FFNs are no longer needed
-            if self.upcycle_loss_delta > self.max_upcycle_jump:
-                log.warning(
-                    "moe: loss changed by %+.4f at the upcycle (bound max_upcycle_jump=%g); "
-                    "lower noise or raise capacity_factor",
-                    self.upcycle_loss_delta,
-                    self.max_upcycle_jump,
-                )
+            if abs(self.upcycle_loss_delta) > self.options.max_upcycle_jump:
+                log.warning("moe: loss changed by %+.4f at the upcycle (bound max_upcycle_jump=%g); lower noise",
+                            self.upcycle_loss_delta, self.options.max_upcycle_jump)
 
     @torch.no_grad()
     def measure_jump(self, model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> float:
-        """Loss of the upcycled minus the dense model on one batch (RNG and stats untouched)."""
+        """Loss of the upcycled minus the dense model on one batch, both in eval mode.
+
+        Eval mode: no dropout and dropless routing, so the difference is the upcycle's alone
+        (the expert noise), not two different dropout masks. RNG and statistics untouched.
+        """
         moe_layers = {i: model.blocks[i].ffn for i in self._dense}
+        was_training = model.training
         self._counting = False
-        with torch.random.fork_rng(devices=[idx.device] if idx.is_cuda else []):
-            _, moe_loss = model(idx, targets)
-            for i, dense in self._dense.items():
-                model.blocks[i].ffn = dense
-            try:
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[idx.device] if idx.is_cuda else []):
+                _, moe_loss = model(idx, targets)
+                for i, dense in self._dense.items():
+                    model.blocks[i].ffn = dense.eval()
                 _, dense_loss = model(idx, targets)
-            finally:
-                for i, layer in moe_layers.items():
-                    model.blocks[i].ffn = layer
-                self._counting = True
+        finally:
+            for i, layer in moe_layers.items():
+                model.blocks[i].ffn = layer
+            model.train(was_training)
+            self._counting = True
         return float(moe_loss - dense_loss)
 
     def on_batch_end(self, model: nn.Module | None = None, **kwargs: Any) -> None:
         if model is None or not self.upcycled:
             return
-        for key, value in model.aux_losses().items():
-            self._acc(key, value.detach())
-        for m in self._moe_layers(model):
-            self._acc(
-                "dropped_frac", m.last_stats["moe_dropped_frac"], scale=1 / len(self._routers)
-            )
-            self._acc("load_max", m.last_stats["moe_load_max"], scale=1 / len(self._routers))
+        layers = [m for m in self._moe_layers(model) if m.last_stats]
+        for m in layers:
+            self._acc("dropped_frac", m.last_stats["moe_dropped_frac"], scale=1 / len(layers))
+            self._acc("load_max", m.last_stats["moe_load_max"], scale=1 / len(layers))
         self._n += 1
 
     def _acc(self, key: str, value: torch.Tensor, scale: float = 1.0) -> None:
@@ -386,8 +264,8 @@ class MoEPlugin(Plugin):
         self._sums[key] = self._sums[key] + v if key in self._sums else v
 
     @staticmethod
-    def _moe_layers(model: nn.Module) -> list[nn.Module]:
-        return [b.ffn for b in model.blocks if hasattr(b.ffn, "last_stats") and b.ffn.last_stats]
+    def _moe_layers(model: nn.Module) -> list[MoELayer]:
+        return [b.ffn for b in model.blocks if isinstance(b.ffn, MoELayer)]
 
     def epoch_metrics(self) -> dict[str, float]:
         """Means over the epoch's batches and the assignment-count entropy (one sync)."""
@@ -396,7 +274,7 @@ class MoEPlugin(Plugin):
         for counts in self._load:
             total = float(counts.sum())
             if total > 0:
-                p = counts / total
+                p = counts.float() / total
                 h = -(p * p.clamp_min(1e-12).log()).sum()
                 entropies.append(float(h) / math.log(counts.numel()) if counts.numel() > 1 else 1.0)
         if entropies:
@@ -416,18 +294,11 @@ class MoEPlugin(Plugin):
         for counts in self._load:
             counts.zero_()
 
-    def on_checkpoint_load(
-        self, model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any
-    ) -> None:
+    def on_checkpoint_load(self, model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:
         """Rebuild the MoE layout recorded in the checkpoint before its weights are loaded."""
-        if self.upcycled and model is not None and not self._moe_present(model):
+        if self.upcycled and model is not None and not self._moe_layers(model):
             self.upcycle(model, optimizer, noise=0.0, **self.upcycled_at)
             self._dense = {}  # weights come from the checkpoint; nothing to measure
-
-    def _moe_present(self, model: nn.Module) -> bool:
-        from apt.providers.moe import MoELayer
-
-        return any(isinstance(m, MoELayer) for m in model.modules())
 
     def teardown(self) -> None:
         for h in self._handles:
@@ -436,21 +307,17 @@ class MoEPlugin(Plugin):
         super().teardown()
 
     # -- checkpoints -------------------------------------------------------------------------
+    def _layout(self) -> dict[str, Any]:
+        return {"num_experts": self.num_experts, "top_k": self.top_k, "layers": self.layers}
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "upcycled": self.upcycled,
-            "upcycled_at": dict(self.upcycled_at),
-            "layout": {"num_experts": self.num_experts, "top_k": self.top_k, "layers": self.layers},
-            "upcycle_loss_delta": self.upcycle_loss_delta,
-        }
+        return {"upcycled": self.upcycled, "upcycled_at": dict(self.upcycled_at), "layout": self._layout(),
+                "upcycle_loss_delta": self.upcycle_loss_delta}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         layout = state.get("layout", {})
-        mine = {"num_experts": self.num_experts, "top_k": self.top_k, "layers": self.layers}
-        if layout and layout != mine:
-            raise ValueError(
-                f"moe: checkpoint layout {layout} differs from this run's config {mine}"
-            )
+        if layout and layout != self._layout():
+            raise ValueError(f"moe: checkpoint layout {layout} differs from this run's config {self._layout()}")
         self.upcycled = bool(state.get("upcycled", False))
         self.upcycled_at = dict(state.get("upcycled_at") or {})
         self.upcycle_loss_delta = state.get("upcycle_loss_delta")

@@ -1,4 +1,5 @@
-"""moe + align + schedule through the real app: enablement per epoch, annealing, exact resume.
+"""moe + align + schedule through the real app: enablement per epoch and per step, what is
+optimised and logged from the very step a plugin starts, annealing, exact resume.
 
 Composes the real conf/ tree (tiny model, synthetic data) like tests/training does, and
 compares metrics.csv of resumed runs with an uninterrupted one row by row.
@@ -13,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from apt.app import new_plugin_manager, run
+from apt.plugins import Plugin
 from apt.training.schema import register_configs
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
@@ -30,7 +32,7 @@ BASE = [
     "trainer.keep_last=20",
     "model.dropout=0.1",
 ]
-MOE_ALIGN = ["plugin=[moe,align]", "schedule=moe_align", "plugin.moe.capacity_factor=1.0"]
+MOE_ALIGN = ["plugin=[moe,align]", "schedule=moe_align"]
 
 
 def _cfg(tmp_path, *overrides):
@@ -41,11 +43,54 @@ def _cfg(tmp_path, *overrides):
         )
 
 
-def _train(cfg, out: Path) -> list[dict[str, str]]:
+def _train(cfg, out: Path, *, strict: bool = True, pm=None) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
-    run(cfg, out_dir=out, plugin_manager=new_plugin_manager(strict=True))
+    run(cfg, out_dir=out, plugin_manager=pm or new_plugin_manager(strict=strict))
     with (out / "metrics.csv").open() as fh:
         return list(csv.DictReader(fh))
+
+
+class LossProbe(Plugin):
+    """Per step: the forward's cross-entropy and the loss handed to backward (grad_accum 1)."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.ce: dict[int, float] = {}
+        self.total: dict[int, float] = {}
+
+    def get_name(self):
+        return "probe"
+
+    def on_batch_end(self, outputs=None, step=None, **kwargs):
+        self.ce[step] = float(outputs[1].detach())
+
+    def on_backward_begin(self, loss=None, step=None, **kwargs):
+        self.total[step] = float(loss.detach())
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict-hooks", "isolated-hooks"])
+def test_router_and_align_losses_count_from_the_step_each_plugin_starts(tmp_path, strict):
+    """MoE from step 3 and align from step 5, mid-epoch, no evaluation in between: the router
+    losses are in the optimised loss at step 3, align's at step 5, and metrics.csv says so:
+    train_loss is the cross-entropy, loss/total what backward got, loss/<name> each term."""
+    pm = new_plugin_manager(strict=strict)
+    pm.register_plugin("probe", LossProbe)
+    cfg = _cfg(tmp_path, "plugin=[moe,align]", "+plugin.probe={}", "schedule=default",
+               "+schedule.enable_moe_at_step=3", "+schedule.enable_align_at_step=5", "trainer.max_epochs=null",
+               "trainer.max_steps=7", "trainer.steps_per_epoch=7", "plugin.align.alpha=2.0")
+    rows = {int(r["step"]): r for r in _train(cfg, tmp_path / "run", pm=pm)}
+    probe = pm.get_plugin("probe")
+    assert sorted(rows) == sorted(probe.ce) == list(range(1, 8))
+    for step, r in rows.items():
+        terms = {k: float(v) for k, v in r.items() if k.startswith("loss/") and k != "loss/total" and v}
+        assert float(r["train_loss"]) == pytest.approx(probe.ce[step], rel=1e-5), step  # csv: 6 digits
+        assert float(r["loss/total"]) == pytest.approx(probe.total[step], rel=1e-5), step
+        assert probe.total[step] - probe.ce[step] == pytest.approx(sum(terms.values()), abs=1e-5), step
+        assert ("loss/balance" in terms and "loss/z" in terms) == (step >= 3), (step, terms)
+        assert ("loss/align" in terms) == (step >= 5), (step, terms)
+    assert all(float(rows[s]["loss/balance"]) > 0 and float(rows[s]["loss/z"]) > 0 for s in range(3, 8))
+    assert probe.total[2] == probe.ce[2] and probe.total[3] > probe.ce[3]
+    assert all(float(rows[s]["loss/align"]) > 0 for s in range(5, 8))  # dropout: the student differs at once
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +129,8 @@ def test_resume_around_each_enable_point_matches_uninterrupted(full, ckpt_step):
     resumed = _train(_cfg(tmp, *MOE_ALIGN, f"ckpt_path={ckpt}"), tmp / f"resumed-{ckpt_step}")
     assert len(resumed) == len(rows)
     for a, b in zip(rows, resumed, strict=True):
-        for key in ("step", "epoch", "train_loss", "val_loss", "loss/align", "moe_dropped_frac"):
+        for key in ("step", "epoch", "train_loss", "val_loss", "loss/total", "loss/balance", "loss/align",
+                    "moe_dropped_frac"):
             assert a[key] == b[key], (key, a["step"])
 
 
