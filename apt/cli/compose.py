@@ -26,14 +26,15 @@ class ConfigDirError(FileNotFoundError):
 
 
 def find_config_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The config directory: ``explicit``, ``$APT_CONFIG_DIR``, ``./conf``, or the repo's ``conf``.
+    """The config directory: ``explicit``, ``$APT_CONFIG_DIR``, ``./conf``, or APT's own ``conf``.
 
-    The repository's ``conf/`` (beside the ``apt`` package of an editable install) comes last
+    APT's own configs (:data:`apt.resources.CONF_DIR`: the clone's or the wheel's) come last
     so that a project which copied and edited ``conf/`` sees its own configs when it runs the
     CLI from its directory.
     """
-    candidates = [explicit, os.environ.get(CONFIG_DIR_ENV), Path.cwd() / "conf",
-                  Path(__file__).resolve().parents[2] / "conf"]
+    from apt.resources import CONF_DIR
+
+    candidates = [explicit, os.environ.get(CONFIG_DIR_ENV), Path.cwd() / "conf", CONF_DIR]
     tried = []
     for cand in candidates:
         if not cand:

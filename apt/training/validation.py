@@ -30,7 +30,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")  # apt.training.distributed.STRATEGIES, kept here free of torch
 TOKENIZERS = ("byte", "char")
 TASKS = ("copy", "cycle", "markov")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from apt.resources import CONF_DIR  # noqa: E402 - the one place that knows where conf/ is
 
 
 class ConfigProblems(ValueError):
@@ -41,11 +41,12 @@ class ConfigProblems(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
+def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR, *more_dirs: Path) -> list[str]:
     """Unknown options in ``plugin=[...]`` / ``provider/<kind>=...`` command-line overrides.
 
     Hydra reports these as "Could not load 'plugin/x'" without the valid choices; this
     names them. Sweeps (``plugin=[],[moe]``, ``provider/attention=sdpa,naive``) are split.
+    ``more_dirs`` (a user's ``--config-dir``) may define more options.
     """
     problems = []
     for arg in argv:
@@ -53,7 +54,7 @@ def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]
         if not m or "$" in arg:
             continue
         group, value = m.groups()
-        valid = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+        valid = sorted({p.stem for d in (conf_dir, *more_dirs) for p in (d / group).glob("*.yaml")})
         for name in re.findall(r"[A-Za-z0-9_.\-]+", value):
             if name not in valid:
                 what = "plugin" if group == "plugin" else f"{group.split('/')[1]} provider"
