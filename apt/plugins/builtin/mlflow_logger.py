@@ -47,6 +47,9 @@ class MLflowPlugin(TrackerPlugin):
     def get_name(self) -> str:
         return "mlflow"
 
+    def get_version(self) -> str:
+        return "1.0.0"
+
     def start_run(self, params: dict[str, Any], trainer: Any, resumed: bool) -> tuple[str, int]:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient

@@ -99,9 +99,6 @@ class TrackerPlugin(Plugin):
         self._active = False  # a run started by this process (not one restored from a checkpoint)
         self._ended = False
 
-    def get_version(self) -> str:
-        return "1.0.0"
-
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
         if importlib.util.find_spec(self.package) is None:
             raise ValueError(f"plugin {self.get_name()!r} needs the {self.package} package: "

@@ -43,6 +43,9 @@ class WandbPlugin(TrackerPlugin):
     def get_name(self) -> str:
         return "wandb"
 
+    def get_version(self) -> str:
+        return "1.0.0"
+
     def start_run(self, params: dict[str, Any], trainer: Any, resumed: bool) -> tuple[str, int]:
         import wandb
 
