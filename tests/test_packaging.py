@@ -73,3 +73,14 @@ def test_installed_wheel_trains_from_any_directory(wheel, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "apt", "train", "plugin=[nope]"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown plugin 'nope'")
+
+
+def test_optuna_sweep_without_optuna_is_one_error_line(monkeypatch, capsys):
+    import importlib.util
+
+    from apt.cli.train import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    assert main(["hparams_search=optuna", "model=tiny"]) == 2
+    assert capsys.readouterr().err == "error: hydra/sweeper=optuna needs Optuna: pip install 'apt[optuna]'\n"

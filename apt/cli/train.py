@@ -13,6 +13,8 @@ answer without importing torch.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +48,18 @@ def user_config_dir(argv: Sequence[str]) -> Path | None:
     return None
 
 
+def missing_extras(argv: Sequence[str]) -> list[str]:
+    """Optional packages the command line selects but this environment lacks, one line each.
+
+    Plugins check their own packages when created; the Optuna sweeper is Hydra's to build,
+    so it is checked here, before Hydra starts the sweep.
+    """
+    wants_optuna = any(re.fullmatch(r"(hparams_search|hydra/sweeper)=optuna", a) for a in argv)
+    if wants_optuna and importlib.util.find_spec("optuna") is None:
+        return ["hydra/sweeper=optuna needs Optuna: pip install 'apt[optuna]'"]
+    return []
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Check the group options named on the command line, then hand ``argv`` to Hydra.
 
@@ -57,6 +71,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args += worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
     user_dir = user_config_dir(args)
     problems = check_overrides(args, CONF_DIR, *([user_dir] if user_dir is not None else []))
+    problems += missing_extras(args)
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     if problems:
