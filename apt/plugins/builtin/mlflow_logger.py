@@ -11,14 +11,13 @@ a sweep in one process cannot log into each other's runs. Needs ``pip install 'a
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apt.plugins.builtin.tracking import TrackerPlugin, metric_values
+from apt.plugins.builtin.tracking import TrackerPlugin, metric_values, run_label
 
 __all__ = ["MLflowOptions", "MLflowPlugin"]
 
@@ -61,7 +60,7 @@ class MLflowPlugin(TrackerPlugin):
             steps = [m.step for k in keys for m in self.client.get_metric_history(self.run_id, k)]
             return self.run_id, max(steps, default=0)
         experiment_id = self._experiment_id(self.options.experiment)
-        run = self.client.create_run(experiment_id, run_name=self.options.run_name or _run_label(trainer),
+        run = self.client.create_run(experiment_id, run_name=self.options.run_name or run_label(trainer),
                                      tags={"apt.run_dir": str(getattr(trainer, "out_dir", "") or "")})
         items = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in sorted(params.items())]
         for i in range(0, len(items), _BATCH):
@@ -98,13 +97,3 @@ class MLflowPlugin(TrackerPlugin):
 def _key(name: str) -> str:
     """MLflow keys allow letters, digits, ``_ - . / space``; anything else becomes ``_``."""
     return re.sub(r"[^\w\-./ ]", "_", name)
-
-
-def _run_label(trainer: Any) -> str:
-    out_dir = getattr(trainer, "out_dir", None)
-    if out_dir is None:
-        return "apt"
-    try:
-        return os.path.relpath(out_dir)
-    except ValueError:  # another drive (Windows)
-        return str(out_dir)

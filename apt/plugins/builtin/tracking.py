@@ -27,13 +27,14 @@ import importlib.util
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from apt.plugins.base import Plugin
 
-__all__ = ["ARTIFACTS", "TrackerPlugin", "final_rows", "flatten_config", "metric_values"]
+__all__ = ["ARTIFACTS", "TrackerPlugin", "final_rows", "flatten_config", "metric_values", "run_label"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,17 @@ def final_rows(trainer: Any, written: int, *, final: bool = False) -> tuple[list
         return [], written
     end = len(logger.rows) if final else len(logger.rows) - 1
     return [dict(r) for r in logger.rows[written:end]], max(written, end)
+
+
+def run_label(trainer: Any) -> str:
+    """The tracker's run name by default: the run directory, relative to the current one."""
+    out_dir = getattr(trainer, "out_dir", None)
+    if out_dir is None:
+        return "apt"
+    try:
+        return os.path.relpath(out_dir)
+    except ValueError:  # on another drive (Windows)
+        return str(out_dir)
 
 
 class TrackerPlugin(Plugin):

@@ -12,12 +12,11 @@ Needs ``pip install 'apt[wandb]'``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from apt.plugins.builtin.tracking import TrackerPlugin, metric_values
+from apt.plugins.builtin.tracking import TrackerPlugin, metric_values, run_label
 
 __all__ = ["WandbOptions", "WandbPlugin"]
 
@@ -54,7 +53,7 @@ class WandbPlugin(TrackerPlugin):
         self.run = wandb.init(
             project=self.options.project, entity=self.options.entity, mode=self.options.mode,
             dir=str(out_dir) if out_dir is not None else None, config=params,
-            name=os.path.relpath(out_dir) if out_dir is not None else None,
+            name=run_label(trainer),
             id=self.run_id if continuing else None, resume="allow" if continuing else None,
         )
         # a resumed W&B run drops rows below its current step itself (offline it knows none)
