@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this picks the local CPU wheel instead of a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
+	# dev: every extra (optuna, mlflow, wandb, export, plot, tensorboard, triton) so no test skips.
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -23,4 +24,4 @@ test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check apt tests scripts examples train.py
+	$(BIN)/ruff check apt hydra_plugins tests scripts examples train.py

@@ -33,8 +33,19 @@ CONFIG_NAME = "config"
 
 
 def conf_dir() -> Path:
-    """APT's own config directory; every lookup of ``conf/`` goes through this function."""
-    return Path(__file__).resolve().parent.parent / "conf"
+    """APT's own config directory; every lookup of ``conf/`` goes through this function.
+
+    There is one ``conf/`` tree, at the top of the repository beside ``apt/``: a clone or an
+    editable install reads it in place, and a wheel ships it inside the package as
+    ``apt/conf`` (pyproject.toml), so a non-editable install trains from any directory.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = (package / "conf", package.parent / "conf")
+    for cand in candidates:
+        if (cand / f"{CONFIG_NAME}.yaml").is_file():
+            return cand
+    raise FileNotFoundError(f"APT's configs are missing: no {CONFIG_NAME}.yaml in {[str(c) for c in candidates]}; "
+                            "reinstall APT (the wheel ships them as apt/conf)")
 
 
 @contextlib.contextmanager

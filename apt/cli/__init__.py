@@ -1,5 +1,6 @@
-"""``python -m apt`` (or the ``apt`` console script): look at a configuration before running it.
+"""``python -m apt``: train, and look at a configuration before running it.
 
+    python -m apt train model=tiny trainer.max_steps=200   # as train.py, from any directory
     python -m apt list providers            # every provider, its default and origin
     python -m apt list plugins              # name, version, origin, description
     python -m apt hooks plugin=[early_stopping,gradient_clipping]
@@ -36,7 +37,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="apt", description="Inspect APT configurations, plugins, providers and sweeps.",
+        prog="python -m apt",
+        description="Train; inspect APT configurations, plugins, providers and sweeps.",
         epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser("check", help="validate a config as train.py does, without training",
                              epilog=_EPILOG)
     _add_config_args(p_check)
+
+    sub.add_parser("train", help="train: Hydra overrides and flags as for train.py "
+                   "(python -m apt train --help shows the config groups)", add_help=False)
 
     p_sum = sub.add_parser("summary", help="(re)write summary.csv/.md and the plot of a sweep")
     p_sum.add_argument("sweep_dir", help="a multirun directory (holds multirun.yaml)")
@@ -136,6 +141,11 @@ _COMMANDS = {"list": _cmd_list, "hooks": _cmd_hooks, "schedule": _cmd_schedule,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (2: usage or config error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # everything after it is Hydra's (--help, -m, --cfg, overrides)
+        from apt.cli.train import main as train
+
+        return train(argv[1:], prog="python -m apt train")
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

@@ -187,10 +187,11 @@ def schedule_report(overrides: Sequence[str], config_dir: str | None = None, *,
 
 
 def _plot_schedule(sched: Any, by: str, path: str) -> str:
-    import matplotlib
+    from apt.plotting import MISSING_HINT, pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot(path)
+    if plt is None:
+        return f"{path} not drawn: {MISSING_HINT}"
 
     horizon = sched.max_epochs if by == "epoch" else sched.max_steps
     xs = list(range(1, int(horizon) + 1))

@@ -96,7 +96,7 @@ def prepare(corpus: Corpus, out: str | Path, tokenizer: str, *, vocab_size: int 
                 "shards": shards, "tokenizer": str(tokenizer), "tokenizer_kind": kind,
                 "source": corpus.describe(), "documents": documents, "bytes": n_bytes,
                 "val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": int(shard_tokens),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 3)}
         meta = write_meta(tmp, meta, tok)
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the corpus from other users

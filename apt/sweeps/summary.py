@@ -310,10 +310,11 @@ def _plot(records: Sequence[JobRecord], path: Path) -> Path | None:
               if r.val_curve or r.train_curve]
     if not curves:
         return None
-    import matplotlib
+    from apt.plotting import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot(path.name)
+    if plt is None:
+        return None
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for rec, label in curves:

@@ -69,15 +69,17 @@ def _fmt(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plot_losses(rows: list[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Train and val loss against step as a PNG; ``None`` when there is nothing to plot."""
+    """Train and val loss against step as a PNG; ``None`` when there is nothing to plot
+    (or no matplotlib, which is logged)."""
     train = [(r["step"], r["train_loss"]) for r in rows if _finite(r.get("train_loss"))]
     val = [(r["step"], r["val_loss"]) for r in rows if _finite(r.get("val_loss"))]
     if not train and not val:
         return None
-    import matplotlib
+    from apt.plotting import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot(Path(path).name)
+    if plt is None:
+        return None
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     if train:

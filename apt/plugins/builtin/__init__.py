@@ -18,6 +18,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "throughput": "apt.plugins.builtin.throughput:ThroughputPlugin",
     "tensorboard": "apt.plugins.builtin.tensorboard:TensorBoardPlugin",
     "csv": "apt.plugins.builtin.csv_logger:CSVLoggerPlugin",
+    "mlflow": "apt.plugins.builtin.mlflow_logger:MLflowPlugin",
+    "wandb": "apt.plugins.builtin.wandb_logger:WandbPlugin",
     "checkpoint": "apt.plugins.builtin.checkpoint:CheckpointPlugin",
     "nan_guard": "apt.plugins.builtin.nan_guard:NaNGuardPlugin",
 }

@@ -10,13 +10,13 @@ epoch-end values after writing it. Needs the ``tensorboard`` package
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.builtin.tracking import final_rows, metric_values
 
 __all__ = ["TensorBoardOptions", "TensorBoardPlugin"]
 
@@ -68,23 +68,13 @@ class TensorBoardPlugin(Plugin):
         )
 
     def _mirror(self, trainer: Any, final: bool = False) -> None:
-        logger = getattr(trainer, "metrics_logger", None)
-        if self.writer is None or logger is None:
+        if self.writer is None:
             return
-        rows = logger.rows
-        end = len(rows) if final else len(rows) - 1
-        for row in rows[self.rows_written : end]:
-            step = int(row["step"])
-            for key, value in row.items():
-                if key in ("step", "epoch") or value is None:
-                    continue
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    continue
-                if math.isfinite(number):
-                    self.writer.add_scalar(key, number, step)
-        self.rows_written = max(self.rows_written, end)
+        rows, self.rows_written = final_rows(trainer, self.rows_written, final=final)
+        for row in rows:
+            for key, number in metric_values(row).items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, number, int(row["step"]))
 
     def on_step_end(self, trainer: Any = None, **kwargs: Any) -> None:
         self._mirror(trainer)

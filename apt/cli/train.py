@@ -1,0 +1,73 @@
+"""Training from the command line: ``python train.py`` in a clone, ``python -m apt train`` anywhere.
+
+Both are this module's :func:`main`. The run is compose -> check -> build -> train
+(:mod:`apt.compose`, :mod:`apt.checks`, :mod:`apt.build`, :mod:`apt.training`). Before Hydra
+creates a run directory, :func:`apt.app.preflight` composes and checks the command line as
+``python -m apt check`` does: a mistake is one ``error:`` line and exit status 2. Hydra then
+composes the run from APT's configs (:func:`apt.compose.conf_dir`: the clone's ``conf/`` or
+the copy an installed wheel ships) and :func:`apt.app.main` checks, builds and trains it,
+returning the final validation loss (so Hydra sweepers can minimise it).
+
+``--help`` lists every group and option (``--hydra-help``: Hydra's flags); ``--config-dir
+DIR`` adds a directory of your own configs in front of APT's. Run outputs go under the
+current directory (``outputs/``, ``multirun/``), wherever APT is installed. Only composing
+and checking happen before training, so ``--help`` and ``--cfg`` answer without torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Sequence
+
+import hydra
+from omegaconf import DictConfig
+
+from apt.app import main as run_app
+from apt.app import preflight
+from apt.compose import CONFIG_NAME, conf_dir
+from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
+from apt.training.schema import register_configs
+
+__all__ = ["main", "missing_extras", "task"]
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=CONFIG_NAME)
+def task(cfg: DictConfig) -> float:
+    """The Hydra task: one run (or one job of a sweep); returns the final validation loss."""
+    return run_app(cfg)
+
+
+def missing_extras(argv: Sequence[str]) -> list[str]:
+    """Optional packages the command line selects but this environment lacks, one line each.
+
+    Plugins check their own packages when created; the Optuna sweeper is Hydra's to build,
+    so it is checked here, before Hydra starts the sweep.
+    """
+    wants_optuna = any(re.fullmatch(r"(hparams_search|hydra/sweeper)=optuna", a) for a in argv)
+    if wants_optuna and importlib.util.find_spec("optuna") is None:
+        return ["hydra/sweeper=optuna needs Optuna: pip install 'apt[optuna]'"]
+    return []
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Check the command line, then hand it to Hydra; returns the exit status."""
+    from apt.training.distributed import worker_hydra_overrides
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    args += worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
+    try:
+        problems = missing_extras(args)
+        if problems:
+            raise ConfigProblems(problems)
+        if preflight(args):  # --help is answered here
+            return 0
+    except ConfigProblems as exc:
+        report(exc)
+        return CONFIG_ERROR_EXIT
+    sys.argv = [prog or sys.argv[0], *args]
+    task()
+    return 0

@@ -1,0 +1,185 @@
+"""``python -m apt.export``: transformers loads the result with no custom code, token ids are
+equal and logits match APT's within 1e-4 in fp32, for every exportable variant; everything
+else is one ``error:`` line naming what cannot be exported.
+
+Checkpoints are built here from APTConfig with every parameter randomised (norm weights and
+biases included, so a mapping that drops or misplaces one cannot hide behind the default
+init) and saved in the format train.py writes; one test exports a checkpoint train.py made.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="the export extra is not installed (pip install 'apt[export]')")
+pytest.importorskip("safetensors", reason="the export extra is not installed (pip install 'apt[export]')")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from apt.core.config import APTConfig  # noqa: E402
+from apt.data.tokenizers import ByteTokenizer, CharTokenizer, IdTokenizer  # noqa: E402
+from apt.export import ExportError, export_checkpoint  # noqa: E402
+from apt.export.exporter import LOGITS_ATOL, probe_text  # noqa: E402
+from apt.export.tokenizer import write_tokenizer  # noqa: E402
+from apt.modeling import ModelBuilder  # noqa: E402
+from apt.training.checkpoint import CheckpointManager  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+GPT2 = {"position": "learned", "norm": "layernorm", "attention_name": "sdpa", "ffn_name": "mlp"}
+LLAMA = {"position": "rope", "norm": "rmsnorm", "attention_name": "sdpa", "ffn_name": "swiglu"}
+
+
+def make_checkpoint(path: Path, model_cfg: dict, tokenizer=None) -> tuple[Path, torch.nn.Module]:
+    tokenizer = tokenizer or ByteTokenizer()
+    cfg = APTConfig.from_dict({"d_model": 32, "num_heads": 4, "num_layers": 2, "max_seq_len": 24,
+                               "vocab_size": tokenizer.vocab_size, **model_cfg})
+    torch.manual_seed(0)
+    model = ModelBuilder(cfg).build_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+    state = {"model": model.state_dict(), "model_config": cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
+             "config": {"plugin": {}}, "plugins": {}, "progress": {"step": 7, "epoch": 1}}
+    return CheckpointManager(path).save(state, 7), model.eval()
+
+
+def check_transformers_agree(out: Path, model: torch.nn.Module, tokenizer) -> None:
+    hf = AutoModelForCausalLM.from_pretrained(out).float().eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    text = probe_text(tokenizer.to_dict())
+    ids = [int(i) for i in tokenizer.encode(text)]
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids
+    assert tok.decode(ids) == tokenizer.decode(ids)
+    x = torch.randint(0, model.config.vocab_size, (3, model.config.max_seq_len), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, _ = model(x)
+        theirs = hf(input_ids=x).logits
+        assert (ours - theirs).abs().max().item() <= LOGITS_ATOL
+        prompt = x[:1, :5]  # greedy decoding with transformers' KV cache = APT's full recompute
+        assert torch.equal(hf.generate(prompt, max_new_tokens=8, do_sample=False),
+                           model.generate(prompt, 8, temperature=0))
+
+
+VARIANTS = {
+    "gpt2": (GPT2, None),
+    "gpt2-bias-gelu_tanh-naive": ({**GPT2, "bias": True, "attention_name": "naive", "d_ff": 48,
+                                   "ffn_config": {"activation": "gelu_tanh"}}, None),
+    "gpt2-relu-char": ({**GPT2, "ffn_config": {"activation": "relu"}, "dropout": 0.1}, CharTokenizer.fit(TEXT)),
+    "gpt2-silu-flash-ids": ({**GPT2, "attention_name": "flash", "num_heads": 2, "ffn_config": {"activation": "silu"}},
+                            IdTokenizer(20)),
+    "llama": (LLAMA, None),
+    "llama-bias-base-dff-char": ({**LLAMA, "bias": True, "rope_base": 500.0, "d_ff": 40, "num_heads": 2},
+                                 CharTokenizer.fit(TEXT)),
+    "llama-naive": ({**LLAMA, "attention_name": "naive"}, None),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_exportable_variants_load_in_transformers_and_match(tmp_path, name):
+    model_cfg, tokenizer = VARIANTS[name]
+    tokenizer = tokenizer or ByteTokenizer()
+    ckpt, model = make_checkpoint(tmp_path / "ckpt", model_cfg, tokenizer)
+    written = export_checkpoint(ckpt, tmp_path / "hf")
+    assert {p.name for p in written} == {"model.safetensors", "config.json", "tokenizer.json",
+                                         "tokenizer_config.json"}
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["model_type"] == name.split("-")[0]
+    assert config["tie_word_embeddings"] is True
+    check_transformers_agree(tmp_path / "hf", model, tokenizer)
+
+
+@pytest.mark.parametrize("recipe", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_an_untied_head_is_exported_as_its_own_weight(tmp_path, recipe):
+    import transformers
+
+    from apt.export.architectures import to_hf
+
+    _, model = make_checkpoint(tmp_path, recipe)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.wte.weight))  # APT ties; a user may not
+    hf = to_hf(model)
+    assert hf.config["tie_word_embeddings"] is False and hf.state_dict["lm_head.weight"] is model.lm_head.weight
+    cls = {"gpt2": transformers.GPT2LMHeadModel, "llama": transformers.LlamaForCausalLM}[hf.architecture]
+    config_cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[hf.architecture]
+    theirs = cls(config_cls(**hf.config)).eval()
+    missing, unexpected = theirs.load_state_dict(hf.state_dict, strict=False)
+    assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing)
+    x = torch.randint(0, 256, (2, 24))
+    with torch.no_grad():
+        assert (model(x)[0] - theirs(input_ids=x).logits).abs().max().item() <= LOGITS_ATOL
+
+
+@pytest.mark.parametrize(("model_cfg", "message"), [
+    ({**GPT2, "attention_name": "autopoietic"},
+     "block 0 attention is AutopoieticAttention (the autopoietic provider's self-perturbation)"),
+    ({**GPT2, "ffn_name": "moe", "ffn_config": {"num_experts": 2}},
+     "block 0 FFN is MoELayer (mixture of experts"),
+    ({**GPT2, "position": "rope"}, "position=rope, norm=LayerNorm, ffn=MLP matches no standard architecture"),
+    ({**LLAMA, "position": "learned"}, "position=learned, norm=RMSNorm, ffn=SwiGLU matches no standard"),
+])
+def test_models_without_a_standard_architecture_are_refused(tmp_path, model_cfg, message):
+    ckpt, model = make_checkpoint(tmp_path / "ckpt", model_cfg)
+    with pytest.raises(ExportError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export_checkpoint(ckpt, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    # format=safetensors still writes the weights and APT's own config
+    written = export_checkpoint(ckpt, tmp_path / "st", format="safetensors")
+    assert {p.name for p in written} == {"model.safetensors", "apt_config.json", "tokenizer.json",
+                                         "tokenizer_config.json"}
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "st" / "model.safetensors")
+    meta = json.loads((tmp_path / "st" / "apt_config.json").read_text())
+    assert meta["tied"] == [["wte.weight", "lm_head.weight"]]
+    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert tensors.keys() == expected.keys() and all(torch.equal(tensors[k], v) for k, v in expected.items())
+    assert meta["model_config"]["attention_name"] == model_cfg["attention_name"]
+
+
+def test_a_parameter_a_plugin_attached_is_refused_not_dropped(tmp_path, monkeypatch):
+    from apt.export import architectures
+
+    ckpt, model = make_checkpoint(tmp_path / "ckpt", GPT2)
+    model.probe = torch.nn.Linear(4, 4)  # e.g. a plugin's head registered on the model
+    with pytest.raises(ExportError, match=r"2 tensor\(s\) have no place in gpt2: \['probe.weight', 'probe.bias'\]"):
+        architectures.to_hf(model)
+
+
+def test_bpe_tokenizer_json_from_to_dict_is_written_as_is(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([TEXT * 20], trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    write_tokenizer({"kind": "bpe", "json": bpe.to_str()}, tmp_path, model_max_length=64)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    ids = bpe.encode(TEXT).ids
+    assert hf(TEXT, add_special_tokens=False)["input_ids"] == ids and len(ids) < len(TEXT.encode())
+    assert hf.decode(ids) == TEXT == bpe.decode(ids)
+
+
+@pytest.mark.slow
+def test_cli_exports_what_train_py_wrote(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "train.py", "model=modern", "provider/ffn=swiglu", "model.d_model=32", "model.num_heads=2",
+                        "model.num_layers=1", "data=synthetic", "trainer=debug", "trainer.max_steps=3",
+                        "trainer.eval_every=3", "trainer.eval_batches=1", "data.num_tokens=4000",
+                        f"hydra.run.dir={run}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = run / "checkpoints" / "step-00000003.pt"
+    ok = subprocess.run([sys.executable, "-m", "apt.export", f"ckpt={ckpt}", f"out={tmp_path / 'hf'}"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "checked: transformers loads it" in ok.stderr
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
+    bad = subprocess.run([sys.executable, "-m", "apt.export", f"ckpt={ckpt}", "out=x", "fromat=hf"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error: unknown option(s) ['fromat']" in bad.stderr
