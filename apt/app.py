@@ -121,17 +121,20 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
     if out_dir is None:
         out_dir = _hydra_output_dir()
     ctx = _join_process_group(cfg)
+    finished = False
     try:
         out_dir = ctx.broadcast_object(out_dir)  # under torchrun: rank 0's run directory
         checked = check_run(cfg, run_dir=out_dir, plugin_manager=plugin_manager)
         for line in checked.warnings:
             log.warning(line)
         try:
-            return _train(build(checked, ctx), checked, ctx)
+            val = _train(build(checked, ctx), checked, ctx)
+            finished = True
+            return val
         finally:
             checked.plugins.teardown_all()
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, finished=finished)
 
 
 def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:

@@ -170,16 +170,21 @@ def setup(device: str, strategy: str = "ddp", timeout_s: float = 1800.0) -> Dist
     return ctx
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, *, finished: bool = False) -> None:
     """Leave the process group.
 
-    No barrier: after the last collective rank 0 only writes files, and a rank leaving on
-    an exception must exit (so torchrun stops the others) instead of waiting for peers
-    that are blocked in another collective.
+    After a run that ``finished``, every rank waits at a barrier first: a rank that tore
+    its gloo connections down while a peer was still using them (rank 0 writing the
+    summary) was seen to abort in C++ ("terminate called without an active exception")
+    on a loaded machine. A rank leaving on an exception skips the barrier and exits at
+    once (so torchrun stops the others) instead of waiting for peers that are blocked in
+    another collective.
     """
     import torch.distributed as dist
 
     if ctx.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
