@@ -12,6 +12,8 @@ Each check builds small layers, exercises the contract the model relies on and r
   leaves outputs ``< t`` unchanged, and does change later outputs);
 - FFN: position-wise (perturbing one token changes only that token's output), unless
   ``pointwise=False`` (e.g. MoE with a capacity limit, which drops tokens in training);
+- router: when its provider tells whether the combine weights sum to one
+  (``combine_weights_sum_to_one``, what the ``moe`` plugin asks), a built router agrees;
 - gradients reach every trainable parameter and the input;
 - two layers built under the same seed are identical and give identical outputs;
 - every dtype in ``dtypes`` (float32 and bfloat16 by default) on the chosen device;
@@ -158,6 +160,7 @@ def check_router_provider(
     a, b = first(x), first(x)
     _assert(torch.equal(a.weights, b.weights) and torch.equal(a.indices, b.indices), label,
             "the same input routed twice in eval mode gave different results")
+    _check_combine_weights(label, prov, num_experts, {"top_k": a.indices.size(-1), **kw}, a.weights)
     for dtype in dtypes:
         router = make().to(dtype)
         x = _input(seed, (num_tokens, d_model), dtype, device).requires_grad_(True)
@@ -196,6 +199,18 @@ def check_router_provider(
 
 
 # -- individual checks ------------------------------------------------------------------
+def _check_combine_weights(label: str, prov: Provider, num_experts: int, kw: Mapping[str, Any],
+                           weights: torch.Tensor) -> None:
+    """The provider's answer to "do the weights sum to one?" (if it has one) matches ``weights``."""
+    tell = getattr(prov, "combine_weights_sum_to_one", None)
+    known = None if tell is None else call_provider(tell, num_experts, owner=label, **kw)
+    if known is not None:
+        err = float((weights.detach().float().sum(-1) - 1.0).abs().max())  # weights: (N, k) in eval mode
+        _assert(bool(known) == (err <= 1e-5), label,
+                f"combine_weights_sum_to_one({num_experts}, top_k={kw['top_k']}) says {known}, but a "
+                f"built router's weights sum to one within {err:.2g}")
+
+
 def _check_output(label: str, dtype: torch.dtype, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     y = layer(x)
     _assert(isinstance(y, torch.Tensor), label, f"[{dtype}] layer must return a tensor, got {type(y).__name__}")

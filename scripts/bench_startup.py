@@ -26,6 +26,9 @@ COMMANDS = {
     "apt check (defaults)": ["-m", "apt", "check"],
     "apt check (plugins, providers)": ["-m", "apt", "check", "plugin=[early_stopping,logging,nan_guard]",
                                        "provider/attention=autopoietic", "data=synthetic"],
+    "apt check (moe, align)": ["-m", "apt", "check", "plugin=[moe,align]", "schedule=moe_align"],
+    "apt check (ffn=moe, switch)": ["-m", "apt", "check", "provider/ffn=moe", "provider/router=switch",
+                                    "provider.ffn.top_k=1"],
 }
 
 

@@ -34,7 +34,12 @@ def _run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
                                   ["check", "model=tiny"],
                                   ["check", "plugin=[logging,early_stopping,gradient_clipping,nan_guard,csv]",
                                    "provider/attention=autopoietic", "provider/ffn=swiglu", "data=synthetic",
-                                   "optim=sgd", "trainer.device=cpu"]])
+                                   "optim=sgd", "trainer.device=cpu"],
+                                  ["check", "plugin=[moe]"],
+                                  ["check", "plugin=[align]"],
+                                  ["check", "plugin=[moe,align]", "schedule=moe_align"],
+                                  ["check", "provider/ffn=moe"],
+                                  ["check", "provider/ffn=moe", "provider/router=switch", "provider.ffn.top_k=1"]])
 def test_list_check_and_help_do_not_import_torch(argv):
     code = textwrap.dedent(f"""
         import sys
@@ -48,6 +53,24 @@ def test_list_check_and_help_do_not_import_torch(argv):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=60)
     assert "RC 0 TORCH False" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["plugin=[moe]", "plugin.moe.top_k=1"], "router 'topk' (top_k=1, normalize=False) gives combine weights"),
+    (["plugin=[moe]", "plugin.moe.router=switch"], "the switch router is top-1, got top_k=2"),
+    (["plugin=[moe]", "+plugin.moe.router_config.noise_std=-1"], "noise_std must be >= 0, got -1"),
+    (["provider/ffn=moe", "provider/router=switch"], "switch router: the switch router is top-1"),
+])
+def test_moe_router_refusals_do_not_import_torch(argv, needle):
+    code = textwrap.dedent(f"""
+        import sys
+        from apt.cli import main
+        rc = main(["check", *{argv!r}])
+        print("RC", rc, "TORCH", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert "RC 2 TORCH False" in out.stdout and needle in out.stderr, out.stdout + out.stderr
 
 
 # -- list ---------------------------------------------------------------------------------

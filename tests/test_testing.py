@@ -10,7 +10,7 @@ from torch import nn
 from apt.core import AttentionProvider, FFNProvider, RouterProvider
 from apt.providers.attention import CausalSelfAttention, SDPAAttentionProvider
 from apt.providers.ffn import MLP
-from apt.providers.router import RouterOutput, TopKRouter
+from apt.providers.router import RouterOutput, TopKRouter, TopKRouterProvider
 from apt.testing import check_attention_provider, check_ffn_provider, check_router_provider
 
 
@@ -174,3 +174,19 @@ class RepeatsExperts(TopKRouter):
 def test_router_kit_catches_broken_routers(router_cls, match):
     with pytest.raises(AssertionError, match=f"router provider 'broken_router': .*{match}"):
         check_router_provider(router_provider(router_cls))
+
+
+def test_router_kit_checks_what_the_provider_says_about_its_combine_weights():
+    class SaysTheySumToOne(TopKRouterProvider):
+        def combine_weights_sum_to_one(self, num_experts, top_k, **kwargs):
+            return True
+
+    class SaysTheyDoNot(TopKRouterProvider):
+        def combine_weights_sum_to_one(self, num_experts, top_k, **kwargs):
+            return False
+
+    with pytest.raises(AssertionError, match="says True, but a built router's weights sum to one within 0\\.[1-9]"):
+        check_router_provider(SaysTheySumToOne({"normalize": False}), top_k=2)
+    with pytest.raises(AssertionError, match="says False, but a built router's weights sum to one within"):
+        check_router_provider(SaysTheyDoNot({}), top_k=2)
+    check_router_provider(SaysTheySumToOne({}), top_k=2)  # renormalised: true

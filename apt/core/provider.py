@@ -78,3 +78,15 @@ class RouterProvider(Provider):
 
     def create_router(self, d_model: int, num_experts: int, **kwargs: Any) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must implement create_router()")
+
+    def combine_weights_sum_to_one(self, num_experts: int, top_k: int, **kwargs: Any) -> bool | None:
+        """Whether every router ``create_router(d_model, num_experts, top_k=top_k, **kwargs)``
+        builds gives combine weights that sum to one per token, told without building one.
+
+        ``None`` (this default) means the provider cannot tell without a router. The ``moe``
+        plugin's sparse upcycling keeps the model's function only when they sum to one: it
+        refuses ``False`` while the config is checked, without torch, and measures a built
+        router on ``None``. An answer may raise ``ValueError`` for arguments
+        ``create_router`` would refuse.
+        """
+        return None

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from apt.modeling.auxiliary import add_aux_loss
+from apt.moe.router_args import check_router_args, check_top1, resolved_normalize
 
-__all__ = ["RouterOutput", "SwitchRouter", "TopKRouter", "balance_loss", "check_router_args", "expert_counts", "z_loss"]
+__all__ = ["RouterOutput", "SwitchRouter", "TopKRouter", "balance_loss", "expert_counts", "z_loss"]
 
 
 class RouterOutput(NamedTuple):
@@ -77,8 +78,8 @@ class TopKRouter(nn.Module):
     """Softmax router choosing ``top_k`` experts per token.
 
     ``normalize`` rescales the chosen probabilities to sum to one; by default only when
-    ``top_k > 1`` (with top-1 the weight would always be 1 and the router would learn only
-    from its auxiliary losses).
+    ``top_k > 1`` (see :func:`apt.moe.router_args.resolved_normalize`). The arguments are
+    checked by :func:`apt.moe.router_args.check_router_args`.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class TopKRouter(nn.Module):
         self.top_k = top_k
         self.register_buffer("temp", torch.tensor(float(temperature)))
         self.noise_std = float(noise_std)
-        self.normalize = top_k > 1 if normalize is None else bool(normalize)
+        self.normalize = resolved_normalize(top_k, normalize)
         self.balance_coef = float(balance_coef)
         self.z_coef = float(z_coef)
         self.gate = nn.Linear(d_model, num_experts, bias=False)
@@ -147,22 +148,7 @@ class SwitchRouter(TopKRouter):
     """Switch Transformer routing: top-1, combine weight = the chosen expert's probability."""
 
     def __init__(self, d_model: int, num_experts: int, top_k: int = 1, **kwargs: Any) -> None:
-        if top_k != 1:
-            raise ValueError(f"the switch router is top-1, got top_k={top_k}; use the 'topk' router for top_k > 1")
+        check_top1(top_k)
         kwargs.setdefault("normalize", False)
         super().__init__(d_model, num_experts, 1, **kwargs)
 
-
-def check_router_args(
-    num_experts: Any, top_k: Any, temperature: Any, noise_std: Any, balance_coef: Any, z_coef: Any
-) -> None:
-    """Raise ValueError naming the first bad router argument."""
-    if not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"num_experts must be a positive integer, got {num_experts!r}")
-    if not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be an integer in [1, num_experts={num_experts}], got {top_k!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    for name, value in (("noise_std", noise_std), ("balance_coef", balance_coef), ("z_coef", z_coef)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")

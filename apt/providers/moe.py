@@ -1,30 +1,41 @@
 """The ``moe`` FFN provider: a mixture of experts built from another FFN provider and a router.
 
-The layer and its dispatch live in :mod:`apt.moe` (re-exported here: ``MoELayer``). Routing
-is dropless unless ``capacity_factor`` is set (see :mod:`apt.moe.layer`: capacity limits
-make training non-causal across the batch). Experts come from the FFN provider named by
-option ``expert`` (default ``mlp``), built without dropout: the layer applies ``dropout`` to
-its combined output, in token order, which keeps the layer position-wise. The router comes from a
-router provider: option ``router``, else ``APTConfig.router_name``, else the registry
-default. ``ModelBuilder`` passes ``registry=``, ``router_name=`` and ``router_config=``
-(``APTConfig.router_config``, updated by this provider's own ``router_config`` option) to
+The layer and its dispatch live in :mod:`apt.moe` (``MoELayer`` is reachable here too); the
+provider imports them, and torch, on the first ``create_layer``, so checking a config does
+not. Routing is dropless unless ``capacity_factor`` is set (see :mod:`apt.moe.layer`:
+capacity limits make training non-causal across the batch). Experts come from the FFN
+provider named by option ``expert`` (default ``mlp``), built without dropout: the layer
+applies ``dropout`` to its combined output, in token order, which keeps the layer
+position-wise. The router comes from a router provider: option ``router``, else
+``APTConfig.router_name``, else the registry default. ``ModelBuilder`` passes
+``registry=``, ``router_name=`` and ``router_config=`` (``APTConfig.router_config``,
+updated by this provider's own ``router_config`` option) to
 :meth:`MoEProvider.create_layer` and to ``validate_config``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from apt.core.provider import FFNProvider
 from apt.core.registry import Registry
 from apt.modeling.selection import call_provider
-from apt.moe.layer import MoELayer
 from apt.providers.options import DeclaredOptions
 
-__all__ = ["MoELayer", "MoEProvider"]
+if TYPE_CHECKING:
+    from torch import nn
+
+# MoELayer is reachable here too, lazily (__getattr__).
+__all__ = ["MoEProvider"]
+
+
+def __getattr__(name: str) -> Any:
+    """The layer, imported on first access (it needs torch)."""
+    if name == "MoELayer":
+        return importlib.import_module("apt.moe.layer").MoELayer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MoEProvider(DeclaredOptions, FFNProvider):
@@ -93,6 +104,8 @@ class MoEProvider(DeclaredOptions, FFNProvider):
         coefs = {key: o[key] for key in ("balance_coef", "z_coef") if o[key] is not None}
         router = call_provider(router_provider.create_router, d_model, o["num_experts"], top_k=o["top_k"],
                                owner="moe router provider", **coefs)
+        from apt.moe.layer import MoELayer
+
         return MoELayer(experts, router, o["top_k"], o["capacity_factor"], shared_expert=shared, dropout=dropout)
 
 

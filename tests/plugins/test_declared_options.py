@@ -65,19 +65,13 @@ def test_every_built_in_plugin_is_documented():
     assert set(doc_tables()) == set(BUILTIN_PLUGINS)
 
 
-# moe and align build torch modules at import (issue #12 rewrites both); until they import
-# torch lazily, `apt check plugin=[moe]` imports torch. Remove them from here once they do.
-IMPORT_TORCH = {"moe", "align"}
-
-
 def test_builtin_plugins_are_created_and_checked_without_torch():
     """Creating and checking a built-in plugin (what ``apt check`` does) must not import torch."""
-    names = [n for n in PLUGINS if n not in IMPORT_TORCH]
     code = textwrap.dedent(f"""
         import sys
         from apt.plugins import PluginManager
         pm = PluginManager(entry_points=False)
-        for name in {names!r}:
+        for name in {PLUGINS!r}:
             pm.load_plugin(name, {{}})
             assert "torch" not in sys.modules, name
     """)

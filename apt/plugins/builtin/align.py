@@ -32,13 +32,13 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from apt.plugins.base import Plugin
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: checking a config must not import it
+    import torch
+    from torch import nn
 
 __all__ = ["AlignOptions", "AlignPlugin", "EMATeacher", "alignment_loss"]
 
@@ -63,6 +63,8 @@ def alignment_loss(
     ``kl``: ``tau^2 * KL(softmax(teacher/tau) || softmax(student/tau))``; ``cosine``:
     ``1 - cos``; ``l2``: mean squared difference per element. All are 0 when equal.
     """
+    import torch.nn.functional as F
+
     s, t = student.float(), teacher.detach().float()  # (B, T, D)
     if metric == "kl":
         log_p_s = F.log_softmax(s / tau, dim=-1)
@@ -98,18 +100,22 @@ class EMATeacher:
                  "tensors, the rest start at the student's values", len(kept), len(new))
         return True
 
-    @torch.no_grad()
     def copy_buffers(self, student: nn.Module) -> None:
         """Take the student's buffers (e.g. router temperatures) as they are now."""
-        for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
-            tb.copy_(sb)
+        import torch
 
-    @torch.no_grad()
+        with torch.no_grad():
+            for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
+                tb.copy_(sb)
+
     def update(self, student: nn.Module, beta: float) -> None:
         """``teacher <- beta * teacher + (1 - beta) * student`` for the parameters."""
+        import torch
+
         t_params = list(self.module.parameters())
         s_params = [p.detach() for p in student.parameters()]
-        torch._foreach_lerp_(t_params, s_params, 1.0 - beta)
+        with torch.no_grad():
+            torch._foreach_lerp_(t_params, s_params, 1.0 - beta)
 
 
 class AlignPlugin(Plugin):
@@ -202,6 +208,8 @@ class AlignPlugin(Plugin):
         """After the forward pass: teacher forward on the same inputs, add the loss."""
         if trainer is None or model is None or batch is None:
             return
+        import torch
+
         alpha = self.current_alpha(schedule)
         teacher = self._ensure_teacher(model, step)
         teacher.copy_buffers(model)
@@ -275,7 +283,9 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
 
 
 def _share_detached(value: Any, memo: dict[int, Any]) -> None:
-    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+    import torch
+
+    if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
         memo[id(value)] = value.detach()
     elif isinstance(value, Mapping):
         for v in value.values():

@@ -10,7 +10,10 @@ batch (see :mod:`apt.moe.layer`).
 The switch preserves the model's function: with ``noise: 0`` the upcycled layer equals the
 dense FFN for every configuration this plugin accepts, because it refuses, before
 training, a router whose combine weights do not sum to one per token (a top-1 router that
-does not renormalise would scale each FFN output by ~1/num_experts). The loss change at the
+does not renormalise would scale each FFN output by ~1/num_experts). The router provider
+answers that from its options, without torch
+(:meth:`~apt.core.provider.RouterProvider.combine_weights_sum_to_one`); a router whose
+provider cannot tell is measured on a built router instead. The loss change at the
 switch then comes from ``noise`` alone. The plugin measures it once, on the first batch
 after the upcycle, with both models in eval mode on that batch, and logs
 ``moe/upcycle_loss_delta``; a change above ``max_upcycle_jump`` logs a warning.
@@ -33,19 +36,16 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from apt.moe import (
-    MoELayer,
-    add_upcycled_params,
-    combine_weights_sum_to_one,
-    expert_counts,
-    upcycle_model,
-)
 from apt.plugins.base import Plugin
+
+if TYPE_CHECKING:  # torch and apt.moe are imported where modules are built or run
+    import torch
+    from torch import nn
+
+    from apt.core.provider import Provider
+    from apt.moe import MoELayer
 
 __all__ = ["MoEOptions", "MoEPlugin"]
 
@@ -100,7 +100,8 @@ class MoEPlugin(Plugin):
         return "2.0.0"
 
     def validate_config(self, config: Mapping[str, Any] | None = None) -> bool:
-        """Ranges, then (for routers already registered) that combine weights sum to one."""
+        """Ranges, then (for routers already registered) the router's arguments and that its
+        combine weights sum to one: no torch unless the router provider cannot tell."""
         o = self.options
         E, k = o.num_experts, o.top_k
         if E < 1:
@@ -121,31 +122,66 @@ class MoEPlugin(Plugin):
         return True
 
     # -- upcycling -----------------------------------------------------------------------
-    def _make_router(self, d_model: int, num_experts: int, top_k: int, registry: Any = None) -> nn.Module:
+    def _router_provider(self, registry: Any = None) -> Provider:
         from apt.core.registry import registry as default_registry
-        from apt.modeling.selection import call_provider
 
         o = self.options
-        provider = (registry or self.registry or default_registry).get("router", o.router, o.router_config)
-        return call_provider(provider.create_router, d_model, num_experts, top_k=top_k,
-                             balance_coef=o.balance_coef, z_coef=o.z_coef, temperature=o.temperature,
-                             owner=f"moe plugin's router provider {o.router or 'default'!r}")
+        return (registry or self.registry or default_registry).get("router", o.router, o.router_config)
+
+    def _router_kwargs(self) -> dict[str, Any]:
+        """What the plugin decides for its routers, besides ``top_k``."""
+        o = self.options
+        return {"balance_coef": o.balance_coef, "z_coef": o.z_coef, "temperature": o.temperature}
+
+    def _make_router(self, d_model: int, num_experts: int, top_k: int, registry: Any = None) -> nn.Module:
+        from apt.modeling.selection import call_provider
+
+        return call_provider(self._router_provider(registry).create_router, d_model, num_experts, top_k=top_k,
+                             **self._router_kwargs(), owner=self._router_owner())
+
+    def _router_owner(self) -> str:
+        return f"moe plugin's router provider {self.options.router or 'default'!r}"
 
     def check_router(self, registry: Any = None) -> None:
-        """Refuse a router whose combine weights do not sum to one (the upcycle would change the model)."""
-        router = self._make_router(16, self.num_experts, self.top_k, registry)
-        err = combine_weights_sum_to_one(router, 16)
-        if err > 1e-5:
-            raise ValueError(
-                f"moe: router {self.options.router or 'topk'!r} (top_k={self.top_k}, normalize="
-                f"{getattr(router, 'normalize', '?')}) gives combine weights that do not sum to 1 (off by up "
-                f"to {err:.2f}), so upcycling would scale every FFN output and jump the loss; set "
-                "plugin.moe.router_config.normalize=true (with top_k=1 the weight is then 1 and the router "
-                "learns from its balance loss alone) or use top_k >= 2 with the topk router")
+        """Refuse a router whose combine weights do not sum to one (the upcycle would change the model).
+
+        The router provider tells from its options, without torch; when it cannot (``None``),
+        a router is built and measured.
+        """
+        from apt.modeling.selection import call_provider, check_accepts
+
+        provider, kwargs, owner = self._router_provider(registry), self._router_kwargs(), self._router_owner()
+        tell = getattr(provider, "combine_weights_sum_to_one", None)
+        known = None
+        if tell is not None:
+            check_accepts(provider.create_router, 2, ["top_k", *kwargs], owner=owner)
+            known = call_provider(tell, self.num_experts, top_k=self.top_k, **kwargs, owner=owner)
+        if known is None:
+            from apt.moe import combine_weights_sum_to_one
+
+            router = self._make_router(16, self.num_experts, self.top_k, registry)
+            err = combine_weights_sum_to_one(router, 16)
+            if err > 1e-5:
+                raise ValueError(self._not_one(getattr(router, "normalize", "?"), f"off by up to {err:.2f}"))
+        elif not known:
+            from apt.moe.router_args import resolved_normalize
+
+            opts = getattr(provider, "resolved_options", dict)()
+            normalize = resolved_normalize(self.top_k, opts["normalize"]) if "normalize" in opts else "?"
+            raise ValueError(self._not_one(normalize, f"they sum to about {self.top_k}/{self.num_experts} for a new router"))
+
+    def _not_one(self, normalize: Any, how: str) -> str:
+        return (f"moe: router {self.options.router or 'topk'!r} (top_k={self.top_k}, normalize={normalize}) "
+                f"gives combine weights that do not sum to 1 ({how}), so upcycling would scale every FFN "
+                "output and jump the loss; set plugin.moe.router_config.normalize=true (with top_k=1 the "
+                "weight is then 1 and the router learns from its balance loss alone) or use top_k >= 2 with "
+                "the topk router")
 
     def upcycle(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                 noise: float | None = None, epoch: int | None = None, step: int | None = None) -> None:
         """Turn ``model``'s dense FFNs into MoE layers and move ``optimizer`` over."""
+        from apt.moe import add_upcycled_params, upcycle_model
+
         o = self.options
         self.check_router()
         layers = list(o.layers) if o.layers is not None else None
@@ -164,6 +200,10 @@ class MoEPlugin(Plugin):
 
     def _watch(self, model: nn.Module) -> None:
         """Count expert assignments per layer on the device (no per-step host sync)."""
+        import torch
+
+        from apt.moe import MoELayer
+
         for h in self._handles:
             h.remove()
         self._handles, self._routers = [], []
@@ -176,6 +216,8 @@ class MoEPlugin(Plugin):
         self._current_temp = None
 
     def _count_hook(self, slot: int) -> Any:
+        from apt.moe import expert_counts
+
         def hook(module: nn.Module, args: Any, out: Any) -> None:
             if module.training and self._counting:
                 self._load[slot] += expert_counts(out.indices, self._load[slot].numel())
@@ -226,19 +268,20 @@ class MoEPlugin(Plugin):
                 log.warning("moe: loss changed by %+.4f at the upcycle (bound max_upcycle_jump=%g); lower noise",
                             self.upcycle_loss_delta, self.options.max_upcycle_jump)
 
-    @torch.no_grad()
     def measure_jump(self, model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> float:
         """Loss of the upcycled minus the dense model on one batch, both in eval mode.
 
         Eval mode: no dropout and dropless routing, so the difference is the upcycle's alone
         (the expert noise), not two different dropout masks. RNG and statistics untouched.
         """
+        import torch
+
         moe_layers = {i: model.blocks[i].ffn for i in self._dense}
         was_training = model.training
         self._counting = False
         model.eval()
         try:
-            with torch.random.fork_rng(devices=[idx.device] if idx.is_cuda else []):
+            with torch.no_grad(), torch.random.fork_rng(devices=[idx.device] if idx.is_cuda else []):
                 _, moe_loss = model(idx, targets)
                 for i, dense in self._dense.items():
                     model.blocks[i].ffn = dense.eval()
@@ -265,6 +308,8 @@ class MoEPlugin(Plugin):
 
     @staticmethod
     def _moe_layers(model: nn.Module) -> list[MoELayer]:
+        from apt.moe import MoELayer
+
         return [b.ffn for b in model.blocks if isinstance(b.ffn, MoELayer)]
 
     def epoch_metrics(self) -> dict[str, float]:

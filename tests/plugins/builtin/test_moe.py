@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from apt.moe import MoELayer
+from apt.core.provider import RouterProvider
+from apt.core.registry import Registry
+from apt.moe import MoELayer, TopKRouter
 from apt.plugins.builtin.moe import MoEOptions, MoEPlugin
 from apt.schedule import Schedule
 
@@ -80,6 +85,42 @@ def test_a_router_whose_weights_do_not_sum_to_one_is_refused_before_training(cfg
     with pytest.raises(ValueError, match="combine weights that do not sum to 1.*normalize=true") as info:
         plugin.validate_config()
     assert "\n" not in str(info.value)
+
+
+class _PlainTop1RouterProvider(RouterProvider):
+    """A provider that cannot tell (no static answer): top-1, renormalised or not."""
+
+    def create_router(self, d_model, num_experts, **kwargs):
+        return TopKRouter(d_model, num_experts, top_k=1, normalize=self.config.get("normalize", False))
+
+
+def test_a_router_whose_provider_cannot_tell_is_built_and_measured():
+    registry = Registry()
+    registry.register("router", "plain", _PlainTop1RouterProvider)
+    refused = MoEPlugin({"num_experts": 4, "top_k": 1, "router": "plain"})
+    with pytest.raises(ValueError, match=r"router 'plain' \(top_k=1, normalize=False\) gives combine weights "
+                                         r"that do not sum to 1 \(off by up to 0\.[5-9]"):
+        refused.check_router(registry)
+    MoEPlugin({"num_experts": 4, "top_k": 1, "router": "plain",
+               "router_config": {"normalize": True}}).check_router(registry)
+
+
+def test_a_refused_router_is_refused_without_importing_torch():
+    code = textwrap.dedent("""
+        import sys
+        from apt.plugins.builtin.moe import MoEPlugin
+        for cfg in ({"top_k": 1}, {"top_k": 1, "router": "switch"}, {"router_config": {"normalize": False}}):
+            try:
+                MoEPlugin({"num_experts": 4, **cfg}).validate_config()
+            except ValueError as exc:
+                assert "combine weights that do not sum to 1" in str(exc), exc
+            else:
+                raise AssertionError(cfg)
+        assert MoEPlugin({"num_experts": 4, "top_k": 1, "router_config": {"normalize": True}}).validate_config()
+        print("TORCH", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "TORCH False" in out.stdout, out.stdout + out.stderr
 
 
 def test_jump_is_measured_in_eval_mode_on_one_batch():
