@@ -29,6 +29,14 @@ class Tokenizer:
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def token_bytes(self) -> np.ndarray | None:
+        """UTF-8 bytes of the original text each id stands for, shape ``(vocab_size,)``.
+
+        Bits per byte divide a loss by these, so runs with different tokenizers compare.
+        None when ids stand for no text (synthetic id streams).
+        """
+        raise NotImplementedError
+
 
 class ByteTokenizer(Tokenizer):
     """UTF-8 bytes as tokens (vocab 256): works on any text, same ids on every machine."""
@@ -44,6 +52,9 @@ class ByteTokenizer(Tokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind}
+
+    def token_bytes(self) -> np.ndarray:
+        return np.ones(self.vocab_size, dtype=np.int64)
 
 
 class CharTokenizer(Tokenizer):
@@ -81,6 +92,9 @@ class CharTokenizer(Tokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "chars": self.chars}
+
+    def token_bytes(self) -> np.ndarray:
+        return np.array([len(c.encode("utf-8")) for c in self.chars], dtype=np.int64)
 
 
 def build_tokenizer(kind: str, text: str) -> Tokenizer:
@@ -120,4 +134,7 @@ class IdTokenizer(Tokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size}
+
+    def token_bytes(self) -> None:
+        return None  # ids of a synthetic task stand for no text: no bits per byte
 

@@ -45,6 +45,7 @@ class DataConfig:
     batch_size: int = 12
     block_size: int = 64
     val_fraction: float = 0.1
+    test_fraction: float = 0.0  # > 0: a test split carved from the end, scored only on request
     tokenizer: str = "byte"  # byte | char (text, stdlib)
     cache_dir: str | None = None  # None: $APT_CACHE_DIR or ~/.cache/apt/tokens
     path: str | None = None  # text: a UTF-8 file

@@ -90,3 +90,60 @@ def test_loader_more_batches_than_one_pass_and_fixed_eval():
     np.testing.assert_array_equal(loader.fixed_starts(3), loader.fixed_starts(3))
     with pytest.raises(ValueError, match="need at least batch_size"):
         BatchLoader(np.arange(30, dtype=np.uint16), batch_size=8, block_size=10)
+
+
+# -- test split -------------------------------------------------------------------------------
+def test_split_ids_carves_the_test_split_from_the_end():
+    from apt.data.dataset import split_ids
+
+    ids = np.arange(1000)
+    train, val, test = split_ids(ids, 0.1, 0.05)
+    np.testing.assert_array_equal(test, ids[950:])  # the last int(N * test_fraction) ids
+    np.testing.assert_array_equal(val, ids[850:950])  # max(1, int(N * val_fraction)) just before
+    np.testing.assert_array_equal(train, ids[:850])
+    train0, val0, test0 = split_ids(ids, 0.1, 0.0)
+    assert test0 is None
+    np.testing.assert_array_equal(val0, ids[-100:])  # test_fraction=0: today's val split
+    np.testing.assert_array_equal(train0, ids[:-100])
+    with pytest.raises(ValueError, match="empty test split"):
+        split_ids(np.arange(10), 0.1, 0.05)
+
+
+def test_text_dataset_test_split_is_cached_and_keyed(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 300, encoding="utf-8")
+    cfg = {"name": "text", "path": str(path), "tokenizer": "char", "cache_dir": str(tmp_path / "c")}
+    plain = load_dataset(cfg)
+    split = load_dataset({**cfg, "test_fraction": 0.2})
+    assert plain.test is None and not (plain.cache_dir / "test.bin").exists()
+    assert split.cache_dir != plain.cache_dir  # test_fraction is part of the cache key
+    assert (len(split.train), len(split.val), len(split.test)) == (2100, 300, 600)
+    ids = plain.tokenizer.encode(path.read_text(encoding="utf-8"))
+    np.testing.assert_array_equal(split.test, ids[-600:])
+    np.testing.assert_array_equal(split.val, ids[-900:-600])
+    np.testing.assert_array_equal(plain.val, ids[-300:])
+    assert "600 test" in split.describe()
+    again = load_dataset({**cfg, "test_fraction": 0.2})  # read back from the cache
+    np.testing.assert_array_equal(again.test, split.test)
+    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction < 1"):
+        load_dataset({**cfg, "test_fraction": 0.9})
+
+
+def test_synthetic_dataset_follows_the_same_split():
+    cfg = {"name": "synthetic", "task": "cycle", "num_tokens": 1000, "period": 7}
+    data = load_dataset({**cfg, "test_fraction": 0.1})
+    ids = synthetic_tokens("cycle", 1000, 16, 0, 7)
+    np.testing.assert_array_equal(data.test, ids[900:])
+    np.testing.assert_array_equal(data.val, ids[800:900])
+    assert load_dataset(cfg).test is None
+
+
+def test_token_bytes_count_the_utf8_bytes_of_each_id():
+    from apt.data import IdTokenizer
+
+    np.testing.assert_array_equal(ByteTokenizer().token_bytes(), np.ones(256))
+    char = CharTokenizer.fit("aé€😀")
+    expected = {"a": 1, "é": 2, "€": 3, "😀": 4}
+    assert {c: int(char.token_bytes()[char.encode(c)[0]]) for c in expected} == expected
+    assert char.token_bytes().shape == (char.vocab_size,)
+    assert IdTokenizer(16).token_bytes() is None  # synthetic ids stand for no text
