@@ -284,6 +284,7 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
         model, optimizer, train_loader, val_loader, config=t_cfg, plugins=pm, device=device,
         out_dir=out_dir, run_config=plain, forward_model=forward_model, dist=ctx,
         extra_state={"model_config": builder.config.to_dict(), "tokenizer": data.tokenizer.to_dict()},
+        token_bytes=data.tokenizer.token_bytes(),
     )
     trainer.lr_schedule = WarmupCosine(optimizer, warmup_steps=o_cfg["warmup_steps"],
                                        total_steps=trainer.max_steps, decay=o_cfg["decay"],
@@ -310,10 +311,17 @@ def _train(cfg: DictConfig, plain: dict[str, Any], pm: Any, builder: Any, optimi
         trainer.schedule.deactivate()  # ${schedule:...} must not read this run's values later
     wall = time.perf_counter() - t_start
     val = summary["val_loss"]
-    log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %.4f | "
-             "best val loss %.4f (step %d) | %.1fs%s%s", n_params / 1e6, summary["step"], summary["epoch"],
-             summary["tokens_per_s"], val, summary["best_val_loss"], summary["best_step"], wall,
-             f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
+    if t_cfg["eval_test"]:
+        test = trainer.evaluate_split(data.test)
+        summary.update(test_loss=test.loss, test_loss_se=test.se, test_tokens=test.tokens, test_bpb=test.bpb)
+        log.info("test loss %s", test)
+    from apt.training.evaluation import describe
+
+    final = describe(val, summary["val_loss_se"], summary["val_tokens"], summary["val_bpb"])
+    log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %s | "
+             "best val loss %.4f (step %d, %s periodic tokens) | %.1fs%s%s", n_params / 1e6, summary["step"],
+             summary["epoch"], summary["tokens_per_s"], final, summary["best_val_loss"], summary["best_step"],
+             f"{summary['best_val_tokens']:,}", wall, f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
              f" | out: {out_dir}" if out_dir else "")
     if out_dir is not None and ctx.is_main:
         import json

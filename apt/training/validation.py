@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apt.core.config import APTConfig, to_plain
 from apt.data.dataset import DATASETS
+from apt.training.evaluation import parse_eval_tokens
 from apt.training.lr import DECAYS
 
 __all__ = ["CONF_DIR", "KINDS", "ConfigProblems", "check_overrides", "conf_options", "dotted_target",
@@ -90,6 +91,11 @@ def validate(cfg: DictConfig, plugin_manager: Any = None) -> list[str]:
         _positive_int(d, key, "data", problems)
     if not 0.0 < float(d.get("val_fraction", 0.1)) < 1.0:
         add(f"data.val_fraction must be in (0, 1), got {d.get('val_fraction')}")
+    test_fraction = float(d.get("test_fraction", 0.0))
+    if not 0.0 <= test_fraction < 1.0 or test_fraction + float(d.get("val_fraction", 0.1)) >= 1.0:
+        add(f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}")
+    if t.get("eval_test") and test_fraction == 0.0:
+        add("trainer.eval_test=true needs a test split: set data.test_fraction (e.g. 0.1)")
     if d.get("name") in ("stdlib", "text") and d.get("tokenizer") not in TOKENIZERS:
         add(f"data.tokenizer={d.get('tokenizer')!r} is not one of {list(TOKENIZERS)}")
     if d.get("name") == "text":
@@ -110,8 +116,14 @@ def validate(cfg: DictConfig, plugin_manager: Any = None) -> list[str]:
     for key in ("max_steps", "max_epochs", "steps_per_epoch", "checkpoint_every", "threads"):
         if t.get(key) is not None:
             _positive_int(t, key, "trainer", problems)
-    for key in ("grad_accum", "eval_every", "eval_batches", "log_every", "keep_last"):
+    for key in ("grad_accum", "eval_every", "log_every", "keep_last"):
         _positive_int(t, key, "trainer", problems)
+    if t.get("eval_batches") is not None:
+        _positive_int(t, "eval_batches", "trainer", problems)
+    try:
+        parse_eval_tokens(t.get("eval_tokens", "all"))
+    except ValueError as exc:
+        add(str(exc))
     if not float(t.get("grad_clip", 0.0)) >= 0:
         add(f"trainer.grad_clip must be >= 0 (0 disables), got {t.get('grad_clip')}")
     if t.get("precision") not in PRECISIONS:
