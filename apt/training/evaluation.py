@@ -7,11 +7,19 @@ window (fewer than T) form one shorter window scored on its own, so a whole-spli
 evaluation scores every target exactly once, each with the context since its window began.
 
 Uncertainty: the loss is the mean NLL over scored tokens, ``sum_w L_w / sum_w n_w`` (``L_w``
-the summed NLL of window ``w``, ``n_w`` its token count). Tokens of one window are strongly
-correlated, so its standard error is computed over windows, not tokens: the cluster
-(ratio-estimator) formula ``se^2 = W/(W-1) * sum_w (L_w - loss * n_w)^2 / (sum_w n_w)^2``,
-which for equal windows is ``std(window means) / sqrt(W)``. It is the sampling error of the
-split as an estimate of the loss on text like it; it is None for a single window.
+the summed NLL of window ``w``, ``n_w`` its token count). Tokens are not independent: those of
+one window are strongly correlated, and so are nearby windows (the same file or scene; on the
+default data the window losses' lag-1 autocorrelation is ~0.6 and reaches 0 only after ~200
+windows, docs/benchmarks.md), so a per-token or even a per-window standard error claims
+several times the precision there is. The standard error is therefore a *batch-means*
+estimate: the scored windows, in split order, are cut into ``SE_BLOCKS`` (20) contiguous
+blocks of nearly equal size (one window each when there are fewer), and with ``L_k``, ``n_k``
+a block's summed NLL and tokens, ``se^2 = K/(K-1) * sum_k (L_k - loss * n_k)^2 / (sum_k n_k)^2``
+(the ratio estimator; for equal blocks ``std(block means) / sqrt(K)``). It is the sampling
+error of the split as an estimate of the loss on text like it, assuming blocks 1/20 of the
+split apart are nearly independent; None for a single window. Two models scored on the same
+split differ by far less than their standard errors suggest (the same hard passages count
+against both): compare runs paired by seed (``apt summary``), not by overlapping error bars.
 
 A token budget smaller than the split selects ``k = budget // T`` full windows spread evenly
 over the split (the same every call). Periodic evaluations during training use a smaller
@@ -37,8 +45,12 @@ from apt.training.distributed import DistContext
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EvalResult", "EvalWindows", "Evaluator", "WindowLosses", "autocast_dtype", "describe",
+__all__ = ["SE_BLOCKS", "EvalResult", "EvalWindows", "Evaluator", "WindowLosses", "autocast_dtype", "describe",
            "eval_windows", "parse_eval_tokens"]
+
+
+#: Contiguous blocks of windows the standard error is computed over (batch means).
+SE_BLOCKS = 20
 
 
 @dataclass(frozen=True)
@@ -141,15 +153,17 @@ class WindowLosses:
     bytes: np.ndarray | None
 
     def result(self, index: np.ndarray | None = None) -> EvalResult:
-        """The loss, standard error and bpb of all windows, or of those in ``index``."""
+        """The loss, standard error and bpb of all windows, or of those in ``index`` (in order)."""
         nll, n = (self.nll, self.tokens) if index is None else (self.nll[index], self.tokens[index])
         total, count = float(nll.sum()), int(n.sum())
         loss = total / count
         W = len(nll)
         se = None
-        if W > 1:
-            resid = nll - loss * n
-            se = math.sqrt(W / (W - 1) * float(np.sum(resid * resid))) / count
+        if W > 1:  # batch means over SE_BLOCKS contiguous blocks (see the module docstring)
+            starts = np.array([b[0] for b in np.array_split(np.arange(W), min(SE_BLOCKS, W))])
+            resid = np.add.reduceat(nll, starts) - loss * np.add.reduceat(n, starts)
+            K = len(starts)
+            se = math.sqrt(K / (K - 1) * float(np.sum(resid * resid))) / count
         bpb = None
         if self.bytes is not None:
             nbytes = int(self.bytes.sum() if index is None else self.bytes[index].sum())

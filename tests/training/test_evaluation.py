@@ -60,8 +60,24 @@ def test_parse_eval_tokens():
             parse_eval_tokens(bad)
 
 
-def test_standard_error_is_over_windows():
-    # equal windows: the standard error of the mean of the window means
+def test_standard_error_is_over_contiguous_blocks_of_windows():
+    # 40 equal windows: 20 blocks of 2 neighbours, the standard error of the mean of block means
+    rng = np.random.default_rng(3)
+    nll = rng.uniform(100, 200, size=40)
+    res = WindowLosses(nll, np.full(40, 64), None).result()
+    blocks = nll.reshape(20, 2).sum(1) / 128
+    assert res.loss == pytest.approx(nll.sum() / (40 * 64))
+    assert res.se == pytest.approx(blocks.std(ddof=1) / math.sqrt(20))
+    # 45 windows: blocks of 3, 3, 3, 3, 3, then 2 (np.array_split), by the ratio formula
+    nll = rng.uniform(100, 200, size=45)
+    sizes = [3] * 5 + [2] * 15
+    edges = np.cumsum([0, *sizes])
+    L = np.array([nll[a:b].sum() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    n = np.array(sizes) * 64.0
+    loss = nll.sum() / (45 * 64)
+    expected = math.sqrt(20 / 19 * ((L - loss * n) ** 2).sum()) / (45 * 64)
+    assert WindowLosses(nll, np.full(45, 64), None).result().se == pytest.approx(expected)
+    # up to 20 windows: one block each; equal windows give std(window means) / sqrt(W)
     nll = np.array([8.0, 12.0, 10.0, 6.0])
     res = WindowLosses(nll, np.full(4, 4), np.full(4, 6)).result()
     means = nll / 4
@@ -154,9 +170,11 @@ def test_final_val_loss_is_the_whole_split_scored_by_hand(trained):
     assert s["val_tokens"] == len(val_text) - 1 == hand["n"].sum()
     assert s["val_bpb"] == pytest.approx(hand["nll"].sum() / math.log(2) / hand["bytes"], abs=1e-4)
     assert s["val_bpb"] < loss / math.log(2)  # multi-byte characters: fewer bits per byte than per token
-    resid = hand["nll"] - loss * hand["n"]
-    W = len(resid)
-    assert s["val_loss_se"] == pytest.approx(math.sqrt(W / (W - 1) * (resid ** 2).sum()) / hand["n"].sum(), rel=1e-3)
+    # batch means: the windows in order, in 20 contiguous blocks
+    blocks = np.array_split(np.arange(len(hand["n"])), 20)
+    resid = np.array([hand["nll"][b].sum() - loss * hand["n"][b].sum() for b in blocks])
+    assert len(hand["n"]) > 20 and s["val_loss_se"] == pytest.approx(
+        math.sqrt(20 / 19 * (resid ** 2).sum()) / hand["n"].sum(), rel=1e-3)
 
 
 def test_periodic_evaluations_use_a_fixed_subset_and_the_final_one_the_whole_split(trained):
