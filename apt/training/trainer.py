@@ -222,7 +222,8 @@ class Trainer:
             with logging_redirect(bar):
                 self._loop(bar)
         finally:
-            self.train_time += time.perf_counter() - t0
+            in_loop = self.final_eval_time if self.last_final_step == self.step else 0.0
+            self.train_time += time.perf_counter() - t0 - in_loop  # the final evaluation is not training
             restore()
             if bar is not None:
                 bar.close()
