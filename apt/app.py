@@ -151,10 +151,18 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
     wall = time.perf_counter() - t_start
     val = summary["val_loss"]
     out_dir = cfg.run_dir
-    log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %.4f | "
-             "best val loss %.4f (step %d) | %.1fs%s%s", built.n_params / 1e6, summary["step"],
-             summary["epoch"], summary["tokens_per_s"], val, summary["best_val_loss"], summary["best_step"],
-             wall, f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
+    if cfg.trainer["eval_test"]:
+        test = trainer.evaluate_split(built.data.test)
+        summary.update(test_loss=test.loss, test_loss_se=test.se, test_tokens=test.tokens, test_bpb=test.bpb)
+        log.info("test loss %s", test)
+    from apt.training.evaluation import describe
+
+    final = describe(val, summary["val_loss_se"], summary["val_tokens"], summary["val_bpb"])
+    log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %s | "
+             "best val loss %.4f (step %d, %s periodic tokens) | %.1fs%s%s", built.n_params / 1e6,
+             summary["step"], summary["epoch"], summary["tokens_per_s"], final, summary["best_val_loss"],
+             summary["best_step"], f"{summary['best_val_tokens']:,}", wall,
+             f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
              f" | out: {out_dir}" if out_dir else "")
     if out_dir is not None and ctx.is_main:
         import json

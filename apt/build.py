@@ -33,6 +33,7 @@ class BuiltRun:
     model: Any
     n_params: int
     epochs: int
+    data: Any  # the TokenData (its test split is scored after training on request)
 
 
 def resolve_device(name: str) -> str:
@@ -121,6 +122,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
         plugins=pm, schedule=schedule, device=device, out_dir=cfg.run_dir, run_config=cfg.resolved,
         forward_model=forward_model, dist=ctx,
         extra_state={"model_config": model_cfg.to_dict(), "tokenizer": data.tokenizer.to_dict()},
+        token_bytes=data.tokenizer.token_bytes(),
     )
     pm.trigger_event("on_model_init", model=model, trainer=trainer, optimizer=optimizer,
                      schedule=schedule, epoch=0, step=0)
@@ -131,7 +133,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
         trainer.add_param_group(new)
     if ctx.enabled and ctx.strategy == "fsdp":
         trainer.forward_model = ShardedModel(model, ctx, optimizer, compile=t_cfg["compile"])
-    return BuiltRun(trainer, model, n_params, epochs)
+    return BuiltRun(trainer, model, n_params, epochs, data)
 
 
 def model_config(cfg: RunConfig, vocab_size: int) -> APTConfig:

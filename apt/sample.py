@@ -6,8 +6,8 @@ Options (Hydra-style ``key=value``): ``ckpt`` (required), ``prompt`` (default: a
 
 Options and the checkpoint's header are checked before torch is imported or any weight is
 read (a mistake is one ``error:`` line, exit status 2). The checkpoint carries the model
-config, the tokenizer and the run config, so nothing else is needed; plugins of the run that change the model's layout (MoE upcycling) are
-loaded from the saved config and restore it through ``on_checkpoint_load``.
+config, the tokenizer and the run config, so nothing else is needed (see
+:func:`apt.loading.load_model`, shared with ``apt.evaluate``).
 """
 
 from __future__ import annotations
@@ -17,45 +17,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, did_you_mean, report
+from apt.loading import load_model
 
 __all__ = ["check_args", "load_model", "main", "sample"]
 
 DEFAULTS = {"ckpt": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": None,
             "num_samples": 1, "seed": 1337, "device": "auto"}
-
-
-def load_model(path: str, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """``(model, tokenizer, checkpoint)`` rebuilt from an APT checkpoint, in eval mode.
-
-    The run's plugins are created and set up by the config check's own code (so a plugin
-    that changes the model's layout restores it in ``on_checkpoint_load``) with one
-    registry, the one the model is built from.
-    """
-    from apt.checks import new_plugin_manager
-    from apt.checks.plugins import load_plugins, set_up_plugins
-    from apt.core.config import APTConfig
-    from apt.data.tokenizers import tokenizer_from_dict
-    from apt.modeling import ModelBuilder
-    from apt.training.checkpoint import CheckpointError, load_checkpoint
-
-    state = load_checkpoint(path)
-    if "model_config" not in state or "tokenizer" not in state:
-        raise CheckpointError(f"checkpoint {path!r} has no model config or tokenizer; it was not written by train.py")
-    pm = new_plugin_manager()
-    plugins = (state.get("config") or {}).get("plugin") or {}
-    problems = load_plugins(pm, plugins) or set_up_plugins(pm)
-    if problems:
-        raise CheckpointError(f"checkpoint {path!r}: the run's plugins cannot be loaded: " + "; ".join(problems))
-    try:
-        model = ModelBuilder(APTConfig.from_dict(state["model_config"]), registry=pm.registry).build_model()
-        pm.load_state_dict(state.get("plugins", {}))
-        pm.trigger_event("on_checkpoint_load", checkpoint_path=str(path), checkpoint=state, model=model,
-                         trainer=None, optimizer=None, schedule=None,
-                         epoch=state["progress"]["epoch"], step=state["progress"]["step"])
-        model.load_state_dict(state["model"])
-    finally:
-        pm.teardown_all()
-    return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"]), state
 
 
 def sample(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, temperature: float,

@@ -278,5 +278,8 @@ def test_summary_command_rebuilds_a_sweep_summary(tmp_path, capsys):
         rec.save(d)
     assert main(["summary", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "2 jobs: 2 completed." in out and "Best final val loss 1.0000: job 0" in out
+    # the grouped table: two seeds of one configuration, 95% CI = t(0.975, 1) * sd / sqrt(2)
+    assert "| (base) **(baseline)** | 2 | 1.5000 | 6.3531 |  |  |  |" in out
+    assert "2 jobs: 2 completed." in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "val_loss.png").exists()
+    assert (tmp_path / "summary_grouped.csv").exists()

@@ -131,7 +131,7 @@ def test_write_summary_reports_failed_and_dead_jobs(tmp_path):
     assert rows[0]["final_val_loss"] == "1.5" and rows[0]["dir"] == "0"
     md = paths["md"].read_text()
     assert "1 completed, 1 failed, 1 incomplete" in md and "ValueError: boom" in md
-    assert paths["plot"].stat().st_size > 0 and "![validation loss per job](val_loss.png)" in md
+    assert paths["plot"].stat().st_size > 0 and "![validation loss per configuration](val_loss.png)" in md
     assert varying_overrides(collect_records(tmp_path)) == [["x=1"], ["x=2"], ["x=3"]]
 
 

@@ -45,3 +45,17 @@ def test_train_sweep_with_a_failing_job_leaves_a_complete_summary(tmp_path, laun
     md = (sweep / "summary.md").read_text()
     assert "2 jobs: 1 completed, 1 failed." in md
     assert (sweep / "val_loss.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_seed_sweep_groups_configurations_with_confidence_intervals(tmp_path):
+    proc, sweep = _sweep(tmp_path, "provider/attention=sdpa,naive", "seed=1,2,3")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with (sweep / "summary_grouped.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["config"], r["n"]) for r in rows] == [("provider/attention=sdpa", "3"),
+                                                     ("provider/attention=naive", "3")]
+    assert all(float(r["val_loss_ci95"]) > 0 for r in rows)
+    assert rows[0]["delta_vs_baseline"] == "" and rows[1]["delta_ci95"] != ""
+    assert 0.0 <= float(rows[1]["p_value"]) <= 1.0
+    assert all(float(r["final_val_loss_se"]) > 0 for r in _rows(sweep).values())

@@ -35,7 +35,7 @@ def test_short_run_writes_every_output(tmp_path, cache):
                  "summary.json", "train.log", "checkpoints/step-00000030.pt"):
         assert (run_dir / name).is_file(), name
     rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("step,epoch,train_loss,val_loss,lr,tokens_per_s")
+    assert rows[0].startswith("step,epoch,train_loss,val_loss,val_loss_se,val_tokens,lr,tokens_per_s")
     first, last = float(rows[1].split(",")[2]), float(rows[-1].split(",")[2])
     assert last < first  # the loss falls
     s = subprocess.run([sys.executable, "-m", "apt.sample", f"ckpt={run_dir}/checkpoints/step-00000030.pt",

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from apt.core.config import model_problems
 from apt.core.errors import did_you_mean
 from apt.training.distributed import STRATEGIES
+from apt.training.evaluation import parse_eval_tokens
 from apt.training.lr import DECAYS
 
 __all__ = ["PRECISIONS", "SCHEMAS", "STRATEGIES", "resolve_sections", "value_problems"]
@@ -87,8 +88,16 @@ def value_problems(plain: Mapping[str, Any]) -> list[str]:
         for key in ("max_steps", "max_epochs", "steps_per_epoch", "checkpoint_every", "threads"):
             if t.get(key) is not None:
                 _positive_int(t, key, "trainer", problems)
-        for key in ("grad_accum", "eval_every", "eval_batches", "log_every", "keep_last"):
+        for key in ("grad_accum", "eval_every", "log_every", "keep_last"):
             _positive_int(t, key, "trainer", problems)
+        if t.get("eval_batches") is not None:  # null: periodic evaluations use eval_tokens too
+            _positive_int(t, "eval_batches", "trainer", problems)
+        try:
+            parse_eval_tokens(t.get("eval_tokens", "all"))
+        except ValueError as exc:
+            add(str(exc))
+        if t.get("eval_test") and not d.get("test_fraction"):
+            add("trainer.eval_test=true needs a test split: set data.test_fraction (e.g. 0.1)")
         clip = t.get("grad_clip")
         if not isinstance(clip, int | float) or not clip >= 0 or math.isinf(clip):
             add(f"trainer.grad_clip must be a finite number >= 0 (0 disables), got {clip!r}")

@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train: Hydra overrides and flags as for train.py "
                    "(python -m apt train --help shows the config groups)", add_help=False)
 
-    p_sum = sub.add_parser("summary", help="(re)write summary.csv/.md and the plot of a sweep")
+    p_sum = sub.add_parser("summary", help="(re)write a sweep's summaries and plot; print its configurations")
     p_sum.add_argument("sweep_dir", help="a multirun directory (holds multirun.yaml)")
     p_sum.add_argument("--no-plot", action="store_true", help="skip val_loss.png")
+    p_sum.add_argument("--baseline", default=None, metavar="OVERRIDES",
+                       help="configuration to compare with, e.g. 'provider/attention=sdpa' (default: the first)")
     return parser
 
 
@@ -124,14 +126,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from apt.sweeps import write_summary
+    from apt.sweeps import collect_records, grouped_markdown, sweep_groups, write_summary
 
     root = Path(args.sweep_dir)
     if not root.is_dir():
         print(f"error: {root} is not a directory", file=sys.stderr)
         return 2
-    paths = write_summary(root, final=True, plot=not args.no_plot)
-    print(paths["md"].read_text(), end="")
+    try:
+        paths = write_summary(root, final=True, plot=not args.no_plot, baseline=args.baseline)
+    except ValueError as exc:  # a baseline that matches no configuration
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(grouped_markdown(sweep_groups(collect_records(root, final=True), args.baseline)), end="")
+    print(f"\nper job: {paths['csv']}; per configuration: {paths['grouped']}; report: {paths['md']}")
     return 0
 
 

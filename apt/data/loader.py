@@ -166,9 +166,11 @@ class BatchLoader:
         return out
 
     def fixed_starts(self, num_batches: int, seed: int = 0) -> np.ndarray:
-        """``(num_batches, B)`` uniformly drawn starts, the same every call (for evaluation).
+        """``(num_batches, B)`` uniformly drawn starts, the same every call for a ``seed``.
 
         Drawn for the global batch, this rank's columns returned (as :meth:`epoch_starts`).
+        The trainer evaluates whole splits (:mod:`apt.training.evaluation`); these random
+        windows were its estimate before, and scripts/bench_eval.py measures their noise.
         """
         rng = np.random.default_rng([int(seed), 0x5EED])
         high = len(self.tokens) - self.block_size - 1

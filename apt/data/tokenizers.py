@@ -43,11 +43,12 @@ class Tokenizer:
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def token_bytes(self) -> np.ndarray:
+    def token_bytes(self) -> np.ndarray | None:
         """``(vocab_size,)``: UTF-8 bytes of original text each id stands for (0: special ids).
 
         Bits per byte divide a loss summed over tokens by the bytes those tokens cover,
-        which makes runs with different tokenizers comparable.
+        which makes runs with different tokenizers comparable. None when ids stand for no
+        text (synthetic id streams).
         """
         raise NotImplementedError
 
@@ -162,6 +163,9 @@ class IdTokenizer(Tokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size}
+
+    def token_bytes(self) -> None:
+        return None  # ids of a synthetic task stand for no text: no bits per byte
 
 
 def spec_kind(spec: str, vocab_size: int | None = None, prefix: str = "") -> str:

@@ -39,6 +39,8 @@ def split_sizes(total: int, val_fraction: float, test_fraction: float) -> tuple[
     """``(n_train, n_val, n_test)`` for a stream of ``total`` ids: val at least 1 id."""
     n_val = max(1, int(total * val_fraction))
     n_test = int(total * test_fraction)
+    if test_fraction > 0 and n_test == 0:  # asked for a test split: never silently none
+        raise DataError(f"data.test_fraction={test_fraction} of {total:,} tokens is an empty test split")
     return total - n_val - n_test, n_val, n_test
 
 

@@ -76,7 +76,7 @@ def _failed_value(config: DictConfig) -> float:
 
 
 class SweepSummaryCallback(Callback):
-    """Write ``summary.csv``, ``summary.md`` and ``val_loss.png`` for a Hydra multirun.
+    """Write ``summary.csv``, ``summary_grouped.csv``, ``summary.md`` and ``val_loss.png`` for a multirun.
 
     Args:
         continue_on_failure: a job that raised is recorded with its error and then reported
@@ -88,6 +88,10 @@ class SweepSummaryCallback(Callback):
             written), so scripts and CI still notice failures; ``0`` exits normally.
         plot: draw the overlay of validation-loss curves.
         metrics_file: name of the trainer's metrics file inside each job directory.
+        baseline: the configuration the others are compared with in ``summary_grouped.csv``,
+            by its label or overrides it contains (``provider/attention=sdpa``); None: the
+            first. A baseline that matches no configuration (or several) is logged as an
+            error and the first configuration is used, so the sweep still gets its summary.
     """
 
     def __init__(
@@ -96,11 +100,13 @@ class SweepSummaryCallback(Callback):
         fail_exit_code: int = 1,
         plot: bool = True,
         metrics_file: str = METRICS_FILE,
+        baseline: str | None = None,
     ) -> None:
         self.continue_on_failure = continue_on_failure
         self.fail_exit_code = int(fail_exit_code)
         self.plot = plot
         self.metrics_file = metrics_file
+        self.baseline = None if baseline is None else str(baseline)
         self._started: dict[str, float] = {}
 
     # -- in the job's process --------------------------------------------------------------
@@ -160,8 +166,13 @@ class SweepSummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         with _locked(sweep_dir):
-            paths = write_summary(sweep_dir, final=True, plot=self.plot,
-                                  metrics_file=self.metrics_file)
+            try:
+                paths = write_summary(sweep_dir, final=True, plot=self.plot,
+                                      metrics_file=self.metrics_file, baseline=self.baseline)
+            except ValueError as exc:  # the baseline: report it, still summarise the sweep
+                log.error("sweep summary: %s; comparing with the first configuration instead", exc)
+                paths = write_summary(sweep_dir, final=True, plot=self.plot,
+                                      metrics_file=self.metrics_file)
             records = collect_records(sweep_dir, final=True, metrics_file=self.metrics_file)
         bad = [r for r in records if r.status != "completed"]
         log.info("sweep summary: %s (%d jobs, %d not completed)", paths["md"], len(records),

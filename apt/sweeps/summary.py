@@ -1,4 +1,4 @@
-"""Sweep summaries: one row per job of a Hydra multirun, as CSV, Markdown and a plot.
+"""Sweep summaries: one row per job of a Hydra multirun, one per configuration, and a plot.
 
 Each job leaves a small JSON record (:data:`JOB_RECORD`) in its own output directory; the
 summary is rebuilt from those records plus each job's ``metrics.csv``. Rebuilding from files
@@ -6,6 +6,8 @@ summary is rebuilt from those records plus each job's ``metrics.csv``. Rebuildin
 joblib or submitit launchers run in other processes or on other machines, and a sweep that
 was interrupted can be summarised afterwards with ``python -m apt summary <sweep_dir>``.
 
+Jobs that differ only in ``seed`` are grouped into configurations with confidence intervals
+and paired tests against a baseline (:mod:`apt.sweeps.grouped`, ``summary_grouped.csv``).
 Nothing here imports torch; matplotlib is imported only when the plot is drawn.
 """
 
@@ -22,7 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apt.sweeps.grouped import GROUPED_COLUMNS, ConfigStats, grouped_markdown, grouped_stats
+from apt.sweeps.plot import plot_sweep
+
 __all__ = [
+    "GROUPED_SUMMARY",
     "JOB_RECORD",
     "METRICS_FILE",
     "RUN_SUMMARY",
@@ -30,6 +36,7 @@ __all__ = [
     "JobRecord",
     "collect_records",
     "read_metrics",
+    "sweep_groups",
     "varying_overrides",
     "write_summary",
 ]
@@ -40,12 +47,15 @@ JOB_RECORD = "apt_job.json"
 METRICS_FILE = "metrics.csv"
 #: The app's end-of-run summary inside a job's output directory (absent if training failed).
 RUN_SUMMARY = "summary.json"
+#: Per-configuration statistics written next to ``summary.csv``.
+GROUPED_SUMMARY = "summary_grouped.csv"
 #: Columns of ``summary.csv`` in order (``summary.md`` shows the same, minus ``dir``).
 SUMMARY_COLUMNS = (
     "job",
     "overrides",
     "status",
     "final_val_loss",
+    "final_val_loss_se",
     "best_val_loss",
     "steps",
     "tokens_per_s",
@@ -80,6 +90,7 @@ class JobRecord:
     wall_time_s: float | None = None
     dir: str = ""
     final_val_loss: float | None = None
+    final_val_loss_se: float | None = None
     best_val_loss: float | None = None
     steps: int | None = None
     tokens_per_s: float | None = None
@@ -121,6 +132,8 @@ class JobRecord:
             self.steps = run["step"]
         if _finite(run.get("tokens_per_s")):
             self.tokens_per_s = float(run["tokens_per_s"])
+        if _finite(run.get("val_loss_se")):
+            self.final_val_loss_se = float(run["val_loss_se"])
         if _finite(self.return_value):
             self.final_val_loss = self.return_value
         elif _finite(run.get("val_loss")):
@@ -260,6 +273,7 @@ def _row(rec: JobRecord, sweep_dir: Path, *, exact: bool) -> dict[str, str]:
         "overrides": " ".join(rec.overrides),
         "status": rec.status,
         "final_val_loss": num(rec.final_val_loss),
+        "final_val_loss_se": num(rec.final_val_loss_se),
         "best_val_loss": num(rec.best_val_loss),
         "steps": num(rec.steps),
         "tokens_per_s": num(rec.tokens_per_s, 1),
@@ -273,7 +287,8 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(records: Sequence[JobRecord], sweep_dir: Path, plot: Path | None) -> str:
+def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep_dir: Path,
+              plot: Path | None) -> str:
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -289,56 +304,15 @@ def _markdown(records: Sequence[JobRecord], sweep_dir: Path, plot: Path | None) 
             f"Best final val loss {_fmt(best.final_val_loss)}: job {best.job} "
             f"(`{' '.join(best.overrides) or 'no overrides'}`)."
         )
-    lines.append("")
+    lines += ["", "## Configurations", "", grouped_markdown(groups), "## Jobs", ""]
     cols = [c for c in SUMMARY_COLUMNS if c != "dir"]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for row in (_row(r, sweep_dir, exact=False) for r in records):
         lines.append("| " + " | ".join(_md_cell(row[c]) for c in cols) + " |")
     if plot is not None:
-        lines += ["", f"![validation loss per job]({plot.name})"]
+        lines += ["", f"![validation loss per configuration]({plot.name})"]
     return "\n".join(lines) + "\n"
-
-
-def _plot(records: Sequence[JobRecord], path: Path) -> Path | None:
-    """Validation loss of every job (solid, markers), with its train loss dashed behind.
-
-    The train curve matters when validation is sparse (a short run may validate only at
-    its end, one point per job).
-    """
-    curves = [(r, lab) for r, lab in zip(records, varying_overrides(records), strict=True)
-              if r.val_curve or r.train_curve]
-    if not curves:
-        return None
-    from apt.plotting import pyplot
-
-    plt = pyplot(path.name)
-    if plt is None:
-        return None
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for rec, label in curves:
-        text = f"#{rec.job} " + (" ".join(label) or "(base)")
-        if rec.status != "completed":
-            text += f" [{rec.status}]"
-        color = None
-        if rec.val_curve:
-            steps, losses = zip(*rec.val_curve, strict=True)
-            (line,) = ax.plot(steps, losses, "-" if rec.status == "completed" else ":",
-                              marker="o", markersize=3, label=text)
-            color, text = line.get_color(), None
-        if rec.train_curve:
-            steps, losses = zip(*rec.train_curve, strict=True)
-            ax.plot(steps, losses, "--", color=color, alpha=0.35, linewidth=1, label=text)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Validation loss per job (dashed: train loss)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -353,27 +327,40 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buf.getvalue()
+
+
+def sweep_groups(records: Sequence[JobRecord], baseline: str | None = None) -> list[ConfigStats]:
+    """The configurations of a sweep's jobs (see :func:`apt.sweeps.grouped.grouped_stats`)."""
+    return grouped_stats([(r.job, r.overrides, r.status, r.final_val_loss) for r in records], baseline)
+
+
 def write_summary(
     sweep_dir: str | os.PathLike[str], *, final: bool = True, plot: bool = True,
-    metrics_file: str = METRICS_FILE,
+    metrics_file: str = METRICS_FILE, baseline: str | None = None,
 ) -> dict[str, Path]:
-    """Write ``summary.csv``, ``summary.md`` and (``plot=True``) ``val_loss.png`` in ``sweep_dir``.
+    """Write ``summary.csv``, ``summary_grouped.csv``, ``summary.md`` and ``val_loss.png``.
 
-    Returns the paths written, keyed ``csv``, ``md`` and ``plot`` (absent when no job logged
-    a validation loss).
+    ``baseline`` names the configuration the others are compared with (default: the first;
+    ValueError when it matches none or several). Returns the paths written, keyed ``csv``,
+    ``grouped``, ``md`` and ``plot`` (absent with ``plot=False`` or when no job logged a loss).
     """
     root = Path(sweep_dir)
     records = collect_records(root, final=final, metrics_file=metrics_file)
+    groups = sweep_groups(records, baseline)
     out: dict[str, Path] = {}
-    png = _plot(records, root / "val_loss.png") if plot else None
+    png = plot_sweep(records, groups, root / "val_loss.png") if plot else None
     if png is not None:
         out["plot"] = png
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS))
-    writer.writeheader()
-    writer.writerows(_row(r, root, exact=True) for r in records)
     out["csv"] = root / "summary.csv"
-    _atomic_write(out["csv"], buf.getvalue())
+    _atomic_write(out["csv"], _csv((_row(r, root, exact=True) for r in records), SUMMARY_COLUMNS))
+    out["grouped"] = root / GROUPED_SUMMARY
+    _atomic_write(out["grouped"], _csv((g.row() for g in groups), GROUPED_COLUMNS))
     out["md"] = root / "summary.md"
-    _atomic_write(out["md"], _markdown(records, root, png))
+    _atomic_write(out["md"], _markdown(records, groups, root, png))
     return out

@@ -20,7 +20,7 @@ __all__ = ["MetricsLogger", "logging_redirect", "plot_losses", "progress_bar"]
 class MetricsLogger:
     """Rows of metrics kept in memory and mirrored to ``path`` (when given)."""
 
-    BASE = ("step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s")
+    BASE = ("step", "epoch", "train_loss", "val_loss", "val_loss_se", "val_tokens", "lr", "tokens_per_s")
 
     def __init__(self, path: str | Path | None = None, rows: list[dict[str, Any]] | None = None) -> None:
         self.path = Path(path) if path is not None else None

@@ -3,7 +3,7 @@
 Each YAML option of the ``model``, ``trainer``, ``data`` and ``optim`` groups starts from
 one of these dataclasses (``defaults: [/schema/<group>@_here_, _self_]``), so a typo'd key
 or ``trainer.max_steps=abc`` fails when Hydra composes, before anything runs. Value
-*ranges* and cross-field rules are checked later by :func:`apt.app.validate`.
+*ranges* and cross-field rules are checked later by :mod:`apt.checks`.
 Importing this module does not import torch.
 """
 
@@ -66,7 +66,9 @@ class TrainerConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     eval_every: int = 200  # steps; also at the end of every epoch and of training
-    eval_batches: int = 20
+    eval_tokens: Any = "all"  # final evaluation: "all" (whole val split) or a token budget
+    eval_batches: int | None = 20  # periodic evaluations: batches of fixed val windows; None: eval_tokens
+    eval_test: bool = False  # also score the test split (data.test_fraction > 0) after training
     eval_on_epoch_end: bool = True  # also evaluate when an epoch ends (for on_epoch_end metrics)
     log_every: int = 50  # steps between progress/metrics.csv rows
     checkpoint_every: int | None = None  # steps; None: only at the end (and on SIGINT/SIGTERM)

@@ -27,11 +27,11 @@ schedule, epoch, step`` go with every event)::
             on_optimizer_step(optimizer)
             on_step_end(step, loss)                   loss: the detached total, mean over micro-batches
             every log_every: metrics.csv row, progress bar
-            every eval_every: on_validation_begin(); eval; on_validation_end(metrics)
+            every eval_every: on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
             stop if trainer.should_stop, a plugin's should_stop, or SIGINT/SIGTERM
         (eval if eval_on_epoch_end and not just done); on_epoch_end(epoch, metrics)
-    (final eval if not just done); save; on_checkpoint_save(checkpoint_path)
+    (final eval: whole val split, if not just done); save; on_checkpoint_save(checkpoint_path)
     on_train_end(metrics)
 
 What is logged: ``train_loss`` is the cross-entropy alone (comparable to ``val_loss``);
@@ -74,6 +74,7 @@ from apt.data.loader import BatchLoader
 from apt.modeling.auxiliary import collect_aux_losses
 from apt.training.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from apt.training.distributed import DistContext, no_sync
+from apt.training.evaluation import EvalResult, Evaluator, autocast_dtype, parse_eval_tokens
 from apt.training.lr import WarmupCosine, split_decay
 from apt.training.metrics import MetricsLogger, logging_redirect, plot_losses, progress_bar
 from apt.training.schema import TrainerConfig
@@ -92,7 +93,8 @@ class Trainer:
     loss plot and ``checkpoints/``; with ``None`` nothing is written. ``extra_state`` is
     stored in every checkpoint (the app puts the tokenizer and the model config there).
     ``dist`` describes a torchrun process group (default: a single process); ``forward_model``
-    is then a :class:`apt.training.distributed.ParallelModel` over ``model``.
+    is then a :class:`apt.training.distributed.ParallelModel` over ``model``. ``token_bytes``
+    (the tokenizer's bytes per id) turns val losses into bits per byte.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -101,7 +103,8 @@ class Trainer:
                  lr_schedule: WarmupCosine | None = None, plugins: Any = None, schedule: Any = None,
                  out_dir: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
                  extra_state: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
-                 forward_model: Any = None, dist: DistContext | None = None) -> None:
+                 forward_model: Any = None, dist: DistContext | None = None,
+                 token_bytes: np.ndarray | None = None) -> None:
         self.config = _trainer_config(config)
         self.dist = dist or DistContext()
         self.model = model
@@ -125,7 +128,14 @@ class Trainer:
         # global: every rank's micro-batches of a step
         self.tokens_per_step = (train_loader.batch_size * train_loader.block_size * self.grad_accum
                                 * self.dist.world_size)
-        self.autocast_dtype = _autocast_dtype(c.precision, self.device)
+        self.autocast_dtype = autocast_dtype(c.precision, self.device)
+        # the final evaluation's windows (default: the whole split); periodic ones a fixed subset
+        self.evaluator = Evaluator(val_loader.tokens, block_size=val_loader.block_size,
+                                   batch_size=val_loader.batch_size, token_bytes=token_bytes,
+                                   device=self.device, dist=self.dist, autocast=self.autocast_dtype)
+        self.final_windows = self.evaluator.windows(parse_eval_tokens(c.eval_tokens))
+        self._periodic_index = (self.final_windows.subset_index(c.eval_batches * val_loader.global_batch_size)
+                                if c.eval_batches else None)
         ckpt_dir = Path(c.checkpoint_dir) if c.checkpoint_dir else (
             self.out_dir / "checkpoints" if self.out_dir is not None else None)
         self.checkpoints = CheckpointManager(ckpt_dir, c.keep_last) if ckpt_dir is not None else None
@@ -143,6 +153,8 @@ class Trainer:
         self.best_val_loss = math.inf
         self.best_step = 0
         self.last_val_step = -1
+        self.last_final_step = -1
+        self.final_eval_time = 0.0
         self.last_checkpoint: Path | None = None
         self.tokens_seen = 0
         self.train_time = 0.0
@@ -213,12 +225,13 @@ class Trainer:
             with logging_redirect(bar):
                 self._loop(bar)
         finally:
-            self.train_time += time.perf_counter() - t0
+            in_loop = self.final_eval_time if self.last_final_step == self.step else 0.0
+            self.train_time += time.perf_counter() - t0 - in_loop  # the final evaluation is not training
             restore()
             if bar is not None:
                 bar.close()
-        if self.last_val_step != self.step:
-            self.validate()
+        if self.last_final_step != self.step:
+            self.validate(final=True)
         if self.step > 0:
             self._record()
         if self.checkpoints is not None:
@@ -253,7 +266,7 @@ class Trainer:
                 self._after_step(bar)
             if self.steps_in_epoch >= self.steps_per_epoch:
                 if self.config.eval_on_epoch_end and self.last_val_step != self.step:
-                    self.validate()
+                    self.validate(final=self.step >= self.max_steps)
                 self._record()
                 self.fire("on_epoch_end", epoch=self.epoch, metrics=dict(self.metrics))
                 self._flush_epoch_metrics()
@@ -326,7 +339,7 @@ class Trainer:
         c = self.config
         step = self.step
         if step % c.eval_every == 0:
-            self.validate()
+            self.validate(final=step >= self.max_steps)
         if step % self.log_every == 0:
             self._record()
             if bar is not None:
@@ -340,7 +353,7 @@ class Trainer:
         rows = self.metrics_logger.rows
         if rows and rows[-1].get("step") == self.step:
             if self.last_val_step == self.step:
-                self.metrics_logger.update_last(val_loss=self.metrics["val_loss"])
+                self.metrics_logger.update_last(**self._val_columns())
             return
         self._write_row()
 
@@ -363,9 +376,10 @@ class Trainer:
             self.metrics["train_loss"] = losses.pop("train_loss")
         dt = max(now - self._window_t0, 1e-9)
         self.metrics["tokens_per_s"] = (self.tokens_seen - self._window_tokens0) / dt
-        val = self.metrics.get("val_loss") if self.last_val_step == self.step else None
+        vals = self._val_columns() if self.last_val_step == self.step else {}
+        val = vals.get("val_loss")
         row = {"step": self.step, "epoch": self.epoch, "train_loss": self.metrics.get("train_loss"),
-               "val_loss": val, "lr": self._lr, "tokens_per_s": self.metrics["tokens_per_s"], **losses}
+               **vals, "lr": self._lr, "tokens_per_s": self.metrics["tokens_per_s"], **losses}
         if hasattr(self.model, "metrics"):
             self._extra_metrics.update(self.model.metrics())
         for k, v in self._extra_metrics.items():
@@ -380,40 +394,62 @@ class Trainer:
         self._extra_metrics = {}
 
     # -- evaluation ---------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, num_batches: int | None = None) -> float:
-        """Mean loss over a fixed set of validation batches (the same every call)."""
-        n = int(num_batches or self.config.eval_batches)
-        was_training = self.model.training
-        self.model.eval()
-        total = torch.zeros((), device=self.device)
-        for row in self.val_loader.fixed_starts(n):
-            x, y = self.val_loader.batch(row)
-            with self._autocast():
-                _, loss = self.forward_model(x, y)
-            total += loss.float()
-        self.model.train(was_training)
-        return float(self.dist.all_reduce_mean(total)) / n  # ranks evaluate disjoint columns
+        """Mean val loss over the periodic windows, or ``num_batches`` global batches of them.
 
-    def validate(self) -> dict[str, Any]:
-        """Evaluate, fire the validation events, track the best loss."""
+        The windows are fixed (the same every call) and spread evenly over the split.
+        """
+        index = self._periodic_index if num_batches is None else \
+            self.final_windows.subset_index(int(num_batches) * self.val_loader.global_batch_size)
+        return self.evaluator.run(self.forward_model, self.final_windows.take(index), model=self.model).result().loss
+
+    def evaluate_split(self, tokens: np.ndarray, max_tokens: int | None = None) -> EvalResult:
+        """Score another split (e.g. the test split) as the final evaluation scores val."""
+        other = self.evaluator.on(tokens)
+        return other.run(self.forward_model, other.windows(max_tokens), model=self.model).result()
+
+    def validate(self, final: bool = False) -> dict[str, Any]:
+        """Evaluate, fire the validation events, track the best loss.
+
+        ``final`` (the run's last evaluation) scores ``trainer.eval_tokens`` windows (default:
+        the whole split), otherwise the periodic subset. The best loss is tracked on the
+        periodic subset at every evaluation, the final one included (its windows are part of
+        the final ones), so best and best step compare like with like.
+        """
         self.fire("on_validation_begin")
-        val = self.evaluate()
+        t0 = time.perf_counter()
+        windows = self.final_windows.take(None if final else self._periodic_index)
+        losses = self.evaluator.run(self.forward_model, windows, model=self.model)
+        res = losses.result()
+        tracked = losses.result(self._periodic_index) if final and self._periodic_index is not None else res
+        if final:
+            self.final_eval_time = time.perf_counter() - t0
+            self.last_final_step = self.step
         self.last_val_step = self.step
-        if val < self.best_val_loss:
-            self.best_val_loss, self.best_step = val, self.step
-        self.metrics.update(val_loss=val, best_val_loss=self.best_val_loss)
-        metrics = {"val_loss": val, "step": self.step, "epoch": self.epoch,
-                   "best_val_loss": self.best_val_loss}
+        if tracked.loss < self.best_val_loss:
+            self.best_val_loss, self.best_step = tracked.loss, self.step
+        values = {"val_loss": res.loss, "val_loss_se": res.se, "val_tokens": res.tokens, "val_bpb": res.bpb}
+        self.metrics.update(values, best_val_loss=self.best_val_loss)
+        metrics = {**values, "step": self.step, "epoch": self.epoch, "best_val_loss": self.best_val_loss,
+                   "final": final}
         self.fire("on_validation_end", metrics=metrics)
         return metrics
 
+    def _val_columns(self) -> dict[str, Any]:
+        """The newest evaluation's metrics.csv columns."""
+        return {k: self.metrics.get(k) for k in ("val_loss", "val_loss_se", "val_tokens")}
+
     def summary(self) -> dict[str, Any]:
+        """End-of-run numbers (summary.json); ``val_*`` are the final evaluation's."""
         return {"step": self.step, "epoch": self.epoch, "val_loss": self.metrics.get("val_loss"),
+                "val_loss_se": self.metrics.get("val_loss_se"), "val_tokens": self.metrics.get("val_tokens"),
+                "val_bpb": self.metrics.get("val_bpb"),
                 "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "best_val_tokens": self.final_windows.take(self._periodic_index).tokens,
                 "train_loss": self.metrics.get("train_loss"),
                 "tokens_per_s": self.tokens_seen / self.train_time if self.train_time else 0.0,
-                "train_time_s": self.train_time, "stopped": self.stop_reason,
+                "train_time_s": self.train_time, "eval_time_s": self.evaluator.seconds,
+                "final_eval_time_s": self.final_eval_time, "stopped": self.stop_reason,
                 "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
 
     # -- checkpoints --------------------------------------------------------------------
@@ -430,6 +466,7 @@ class Trainer:
             "progress": {"step": self.step, "epoch": self.epoch, "steps_in_epoch": self.steps_in_epoch,
                          "epoch_open": self.epoch_open, "best_val_loss": self.best_val_loss,
                          "best_step": self.best_step, "last_val_step": self.last_val_step,
+                         "last_final_step": self.last_final_step,
                          "tokens_seen": self.tokens_seen, "train_time": self.train_time},
             "schedule": self.schedule.state_dict() if self.schedule is not None else {},
             "plugins": self.plugins.state_dict() if self.plugins is not None else {},
@@ -487,6 +524,7 @@ class Trainer:
         self.steps_in_epoch, self.epoch_open = int(p["steps_in_epoch"]), bool(p["epoch_open"])
         self.best_val_loss, self.best_step = float(p["best_val_loss"]), int(p["best_step"])
         self.last_val_step = int(p.get("last_val_step", -1))
+        self.last_final_step = int(p.get("last_final_step", -1))
         self.tokens_seen, self.train_time = int(p["tokens_seen"]), float(p["train_time"])
         self.metrics_logger = MetricsLogger(self.metrics_logger.path, state.get("metrics_rows", []))
         if self.metrics_logger.rows:  # latest values (val_loss, ...) as an uninterrupted run has them
@@ -555,13 +593,3 @@ def _trainer_config(config: Any) -> TrainerConfig:
     if unknown:
         raise ValueError(f"unknown trainer option(s) {unknown}; valid: {sorted(known)}")
     return TrainerConfig(**{**asdict(TrainerConfig()), **data})
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None

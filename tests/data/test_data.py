@@ -146,3 +146,54 @@ def test_long_streams_use_the_lazy_order_with_the_same_guarantees(monkeypatch):
     assert loader.epoch_starts(1).shape == (300, 4)
     ranks = [BatchLoader(tokens, batch_size=2, block_size=10, seed=3, rank=r, world_size=2) for r in (0, 1)]
     np.testing.assert_array_equal(np.concatenate([r.epoch_starts(1) for r in ranks], axis=1), starts)
+
+
+# -- test split -------------------------------------------------------------------------------
+def test_split_sizes_carve_the_test_split_from_the_end():
+    from apt.data.tokens import split_sizes
+
+    # test: the last int(N * test_fraction) ids; val: max(1, int(N * val_fraction)) just before
+    assert split_sizes(1000, 0.1, 0.05) == (850, 100, 50)
+    assert split_sizes(1000, 0.1, 0.0) == (900, 100, 0)  # test_fraction=0: today's val split
+    with pytest.raises(ValueError, match="empty test split"):
+        split_sizes(10, 0.1, 0.05)
+
+
+def test_text_dataset_test_split_is_cached_and_keyed(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 300, encoding="utf-8")
+    cfg = {"name": "text", "path": str(path), "tokenizer": "char", "cache_dir": str(tmp_path / "c")}
+    plain = load_dataset(cfg)
+    split = load_dataset({**cfg, "test_fraction": 0.2})
+    assert plain.test is None and not (plain.cache_dir / "test.bin").exists()
+    assert split.cache_dir != plain.cache_dir  # test_fraction is part of the cache key
+    assert (len(split.train), len(split.val), len(split.test)) == (2100, 300, 600)
+    ids = plain.tokenizer.encode(path.read_text(encoding="utf-8"))
+    np.testing.assert_array_equal(split.test, ids[-600:])
+    np.testing.assert_array_equal(split.val, ids[-900:-600])
+    np.testing.assert_array_equal(plain.val, ids[-300:])
+    assert "600 test" in split.describe()
+    again = load_dataset({**cfg, "test_fraction": 0.2})  # read back from the cache
+    np.testing.assert_array_equal(again.test, split.test)
+    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction < 1"):
+        load_dataset({**cfg, "test_fraction": 0.9})
+
+
+def test_synthetic_dataset_follows_the_same_split():
+    cfg = {"name": "synthetic", "task": "cycle", "num_tokens": 1000, "period": 7}
+    data = load_dataset({**cfg, "test_fraction": 0.1})
+    ids = synthetic_tokens("cycle", 1000, 16, 0, 7)
+    np.testing.assert_array_equal(data.test, ids[900:])
+    np.testing.assert_array_equal(data.val, ids[800:900])
+    assert load_dataset(cfg).test is None
+
+
+def test_token_bytes_count_the_utf8_bytes_of_each_id():
+    from apt.data import IdTokenizer
+
+    np.testing.assert_array_equal(ByteTokenizer().token_bytes(), np.ones(256))
+    char = CharTokenizer.fit("aé€😀")
+    expected = {"a": 1, "é": 2, "€": 3, "😀": 4}
+    assert {c: int(char.token_bytes()[char.encode(c)[0]]) for c in expected} == expected
+    assert char.token_bytes().shape == (char.vocab_size,)
+    assert IdTokenizer(16).token_bytes() is None  # synthetic ids stand for no text

@@ -136,6 +136,12 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     for key in ("train_loss", "val_loss"):
         a, b, c = _losses(rows, key), _losses(single, key), _losses(fsdp_rows, key)
         assert a.keys() | c.keys() == b.keys() and len(c) > len(a) >= 4
+        if key == "val_loss":  # a run's last evaluation (DDP's steps 8 and 16) scores the whole
+            # split, periodic ones a subset: compare evaluations of the same windows
+            same = {s for s, n in _losses(single, "val_tokens").items()
+                    if {**_losses(rows, "val_tokens"), **_losses(fsdp_rows, "val_tokens")}[s] == n}
+            assert {4, 12, 20} <= same  # periodic subsets, and step 20: the whole split everywhere
+            b = {s: v for s, v in b.items() if s in same}
         worst = max(abs(c.get(s, a.get(s)) - b[s]) for s in b)
         assert worst < LOSS_TOL, f"{key}: DDP/FSDP and single-process differ by {worst:.2e}"
 

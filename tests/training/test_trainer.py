@@ -149,7 +149,8 @@ def test_training_reduces_loss_and_writes_outputs(cfg_factory, tmp_path):
     val = run(cfg, out_dir=out)
     assert val < 0.5 * math.log(16)
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert header[:6] == ["step", "epoch", "train_loss", "val_loss", "lr", "tokens_per_s"]
+    assert header[:8] == ["step", "epoch", "train_loss", "val_loss", "val_loss_se", "val_tokens", "lr",
+                          "tokens_per_s"]
     assert (out / "loss.png").stat().st_size > 1000
     assert (out / "checkpoints" / "step-00000040.pt").is_file()
 
