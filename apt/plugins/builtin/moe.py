@@ -180,23 +180,38 @@ class MoEPlugin(Plugin):
     def upcycle(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                 noise: float | None = None, epoch: int | None = None, step: int | None = None) -> None:
         """Turn ``model``'s dense FFNs into MoE layers and move ``optimizer`` over."""
-        from apt.moe import add_upcycled_params, upcycle_model
+        from apt.moe import add_upcycled_params
+
+        replaced = self._upcycle(model, self.options.noise if noise is None else noise)
+        if optimizer is not None:
+            add_upcycled_params(optimizer, replaced, copy_state=self.options.copy_optimizer_state)
+        self.upcycled = True
+        self.upcycled_at = {"epoch": epoch, "step": step}
+        self._watch(model)
+        log.info("moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s, step %s",
+                 len(self._dense), self.options.num_experts, self.options.top_k, epoch, step)
+
+    def _upcycle(self, model: nn.Module, noise: float) -> Any:
+        from apt.moe import upcycle_model
 
         o = self.options
         self.check_router()
         layers = list(o.layers) if o.layers is not None else None
         blocks = range(len(model.blocks)) if layers is None else layers
         self._dense = {i: model.blocks[i].ffn for i in blocks}
-        replaced = upcycle_model(model, self._make_router, num_experts=o.num_experts, top_k=o.top_k,
-                                 capacity_factor=o.capacity_factor, noise=o.noise if noise is None else noise,
-                                 layers=layers, seed=o.seed)
-        if optimizer is not None:
-            add_upcycled_params(optimizer, replaced, copy_state=o.copy_optimizer_state)
-        self.upcycled = True
-        self.upcycled_at = {"epoch": epoch, "step": step}
-        self._watch(model)
-        log.info("moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s, step %s",
-                 len(self._dense), o.num_experts, o.top_k, epoch, step)
+        return upcycle_model(model, self._make_router, num_experts=o.num_experts, top_k=o.top_k,
+                             capacity_factor=o.capacity_factor, noise=noise, layers=layers, seed=o.seed)
+
+    @classmethod
+    def restore_structure(cls, model: nn.Module, *, options: Mapping[str, Any], state: Mapping[str, Any],
+                          registry: Any) -> None:
+        """Upcycle a freshly built dense model to the checkpoint's MoE layout (its weights come next)."""
+        if not state.get("upcycled"):
+            return
+        plugin = cls(options)
+        plugin.load_state_dict(state)  # refuses a layout other than the options'
+        plugin.registry = registry
+        plugin._upcycle(model, noise=0.0)
 
     def _watch(self, model: nn.Module) -> None:
         """Count expert assignments per layer on the device (no per-step host sync)."""
