@@ -62,7 +62,7 @@ def missing_extras(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Check the command line, then hand it to Hydra; returns the exit status."""
-    from apt.training.distributed import worker_hydra_overrides
+    from apt.training import distributed
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -75,11 +75,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except ConfigProblems as exc:
         report(exc)
         return CONFIG_ERROR_EXIT
+    worker = distributed.env_world_size() > 1
+    distributed.leave_by_exit(worker)
     with tempfile.TemporaryDirectory(prefix="apt-resume-") as scratch, resuming(prepared.resume):
         hydra_argv = args if prepared.resume is None else resume_argv(args, prepared.resume, Path(scratch))
         # under torchrun, rank 0 alone writes a run directory
-        sys.argv = [prog or sys.argv[0], *hydra_argv, *worker_hydra_overrides()]
+        sys.argv = [prog or sys.argv[0], *hydra_argv, *distributed.worker_hydra_overrides()]
         task()
+    if worker:  # the run is complete: end without torch's C++ teardown (exit_worker says why)
+        distributed.exit_worker(0)
     return 0
 
 

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from apt.build import model_config
 from apt.checks import check_run
 from apt.compose import compose, conf_dir
+from apt.core.errors import ConfigProblems
 from apt.data import load_dataset
 from apt.modeling import ModelBuilder
 from apt.schedule import Schedule
@@ -134,12 +135,38 @@ def test_every_trainer_option(option):
     assert is_valid(compose_cfg(f"trainer={option}"))
 
 
+# GPU presets (nanoGPT's GPU config) ask for CUDA and batch 64 x 256: built here on the CPU,
+# small, after checking that a CPU-only machine refuses them as they are, in one line.
+CPU_STAND_INS = ["trainer.device=cpu", "trainer.precision=fp32", "trainer.compile=false", "data.batch_size=2"]
+
+
 @pytest.mark.parametrize("option", options("experiment"))
 def test_every_experiment_preset(option, monkeypatch, text_file):
     monkeypatch.setenv("APT_SHAKESPEARE", str(text_file))
-    cfg = compose_cfg(f"experiment={option}", base=[])
+    extra: list[str] = []
+    if option.endswith("_gpu") or "_gpu_" in option:
+        cfg = compose_cfg(f"experiment={option}", base=[])
+        assert cfg.trainer.device == "cuda" and cfg.trainer.precision == "bf16" and cfg.trainer.compile
+        if not torch.cuda.is_available():
+            with pytest.raises(ConfigProblems, match=r"trainer.device=cuda but CUDA is not available"):
+                is_valid(cfg)
+        extra = CPU_STAND_INS
+    cfg = compose_cfg(f"experiment={option}", *extra, base=[])
     assert is_valid(cfg)
     _build_and_forward(cfg)
+
+
+def test_gpu_presets_are_nanogpts_gpu_config():
+    """shakespeare_gpu is nanoGPT's config/train_shakespeare_char.py, value for value."""
+    cfg = compose_cfg("experiment=shakespeare_gpu", base=[])
+    m, d, t, o = cfg.model, cfg.data, cfg.trainer, cfg.optim
+    assert (m.num_layers, m.num_heads, m.d_model, m.dropout, m.bias) == (6, 6, 384, 0.2, False)
+    assert (d.tokenizer, d.block_size, d.batch_size, t.grad_accum) == ("char", 256, 64, 1)
+    assert (t.max_steps, t.eval_every, t.eval_batches, t.grad_clip) == (5000, 250, 200, 1.0)
+    assert (o.optimizer.lr, list(o.optimizer.betas), o.weight_decay) == (1e-3, [0.9, 0.99], 0.1)
+    assert (o.warmup_steps, o.decay, o.min_lr_ratio) == (100, "cosine", 0.1)  # min lr 1e-4
+    fast = compose_cfg("experiment=shakespeare_gpu_fast", base=[])
+    assert (fast.model.num_layers, fast.model.d_model, fast.data.block_size, fast.data.batch_size) == (6, 384, 256, 64)
 
 
 def test_moe_align_preset_measures_the_run_in_epochs():
