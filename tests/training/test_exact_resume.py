@@ -1,8 +1,8 @@
-"""A run interrupted by SIGTERM at any step and resumed is the uninterrupted run.
+"""A run interrupted by SIGINT or SIGTERM at any step and resumed is the uninterrupted run.
 
-The interruption is a real SIGTERM the process sends itself from a plugin at the end of a
-chosen step (the trainer's handler records it and the loop stops at the step boundary, as
-when the signal comes from outside); the run is then resumed in its own directory with
+The interruption is a real SIGTERM (or SIGINT) the process sends itself from a plugin at
+the end of a chosen step (the trainer's handler records it and the loop stops at the step
+boundary, as when the signal comes from outside); the run is then resumed in its own directory with
 ``trainer.resume=true``. metrics.csv must equal the uninterrupted run's except the
 throughput column, and summary.json except times. The runs are tiny (a 2-layer model of
 width 32 on synthetic tokens, one thread) so the chain of interruptions stays cheap.
@@ -40,24 +40,26 @@ TIMES = {"train_time_s", "eval_time_s", "final_eval_time_s", "tokens_per_s", "wa
 
 
 class SelfSignal(Plugin):
-    """Sends this process SIGTERM at the end of each step in ``at`` (as `kill -TERM` would)."""
+    """Sends this process SIGTERM at the end of each step in ``at`` (as `kill -TERM` would),
+    SIGINT (Ctrl-C) at those in ``int_at``."""
 
     def get_name(self):
         return "self_signal"
 
     def on_step_end(self, step=None, **kwargs):
         if step in self.config.get("at", []):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT if step in self.config.get("int_at", []) else signal.SIGTERM)
 
 
 def _run(tmp_path: Path, out: Path, *overrides: str, at=()) -> int:
-    """Run in ``out``; returns the exit status (0, or 143 for an interrupted run)."""
+    """Run in ``out``; returns the exit status (0, or 130/143 for a run paused by SIGINT/SIGTERM)."""
     pm = new_plugin_manager(strict=True)
     pm.register_plugin("self_signal", SelfSignal)
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=[*TINY, f"data.cache_dir={tmp_path / 'cache'}", *SCENARIO,
-                                           f"+plugin.self_signal={{at: {list(at)}}}", *overrides])
+                                           f"+plugin.self_signal={{at: {list(at)}, int_at: {list(BY_SIGINT)}}}",
+                                           *overrides])
     out.mkdir(parents=True, exist_ok=True)
     try:
         run(cfg, out_dir=out, plugin_manager=pm)
@@ -95,16 +97,22 @@ def test_the_scenario_reaches_every_point(uninterrupted):
 
 
 # on both sides of each enable point (4|5: moe, 8|9: align), between evaluations and inside
-# a metrics window (10, 14), one after another in the same run directory
+# a metrics window (10, 14), one after another in the same run directory; SIGINT (Ctrl-C)
+# at some of them, SIGTERM at the others
 CHAIN = (4, 5, 8, 9, 10, 14)
+BY_SIGINT = (5, 10)
+
+
+def _paused(step: int) -> int:
+    return 128 + (signal.SIGINT if step in BY_SIGINT else signal.SIGTERM)
 
 
 def test_interrupted_and_resumed_chain_equals_uninterrupted(uninterrupted):
     tmp, rows, summary = uninterrupted
     out = tmp / "chain"
-    assert _run(tmp, out, at=CHAIN) == 128 + signal.SIGTERM
+    assert _run(tmp, out, at=CHAIN) == _paused(CHAIN[0])
     for stop in CHAIN[1:]:
-        assert _run(tmp, out, "trainer.resume=true", at=CHAIN) == 128 + signal.SIGTERM, stop
+        assert _run(tmp, out, "trainer.resume=true", at=CHAIN) == _paused(stop), stop
         assert max(int(r["step"]) for r in _rows(out)) <= stop  # no row the uninterrupted run lacks
     assert _run(tmp, out, "trainer.resume=true", at=CHAIN) == 0
     resumed = _rows(out)
