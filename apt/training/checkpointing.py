@@ -1,6 +1,6 @@
 """The trainer's checkpoints: where they go, what is in them, and what a resume restores.
 
-One part of the :class:`~apt.training.trainer.Trainer` (the others: :mod:`.progress` and
+One part of the :class:`~apt.training.trainer.Trainer` (the others: :mod:`.progress`, :mod:`.rows` and
 :mod:`.window`). A checkpoint holds everything that makes the continuation of a run equal to
 the uninterrupted run: weights, optimizer, lr position, every RNG, the progress counters,
 the half-filled metrics window, the latest metric values, the metrics rows so far, plugin

@@ -45,7 +45,8 @@ RNG state, the progress counters (:mod:`.progress`), the half-filled metrics win
 metrics.csv of an uninterrupted one. A non-finite loss ends the run by default
 (:mod:`.nonfinite`).
 
-What is logged in metrics.csv, and how a row averages its steps: :mod:`.window`.
+What is logged in metrics.csv, and how a row averages its steps: :mod:`.window`; when a row is
+written: :mod:`.rows`.
 
 Under torchrun (``dist``, see :mod:`apt.training.distributed`) every rank runs this loop on
 its share of each batch; ``forward_model`` averages gradients (non-final micro-batches of an
@@ -71,6 +72,7 @@ import torch
 from apt.data.loader import BatchLoader
 from apt.modeling.auxiliary import collect_aux_losses
 from apt.plugins.base import CLIPS_GRADIENTS
+from apt.training import rows
 from apt.training.checkpoint import CheckpointManager, load_checkpoint
 from apt.training.checkpointing import Checkpointing
 from apt.training.distributed import DistContext, no_sync
@@ -241,7 +243,7 @@ class Trainer:
         if p.last_final_step != p.step:
             self.validate(final=True)
         if p.step > 0:
-            self._record()
+            rows.record(self)
         if self.checkpoints is not None:
             self.save()
         summary = self.summary()
@@ -274,9 +276,9 @@ class Trainer:
             if p.steps_in_epoch >= self.steps_per_epoch:
                 if self.config.eval_on_epoch_end and p.last_val_step != p.step:
                     self.validate(final=p.step >= self.max_steps)
-                self._record()
+                rows.record(self)
                 self.fire("on_epoch_end", epoch=p.epoch, metrics=dict(self.metrics))
-                self._flush_epoch_metrics()
+                rows.flush_epoch_metrics(self)
                 p.epoch_open = False
 
     def _done(self) -> bool:
@@ -299,12 +301,12 @@ class Trainer:
             self.request_stop("another rank stopped")
         return agreed > 0
 
-    def _train_step(self, rows: np.ndarray) -> None:
+    def _train_step(self, batch_rows: np.ndarray) -> None:
         step = self.step + 1
         self._apply_schedule("step", step=step)
         lr = self.lr_schedule.apply(self.step)
         model, optimizer = self.model, self.optimizer
-        batches = [self.train_loader.batch(r) for r in rows]
+        batches = [self.train_loader.batch(r) for r in batch_rows]
         self.fire("on_step_begin", step=step, batch=batches[0])
         sums: dict[str, torch.Tensor] = {}  # column -> sum over micro-batches
         for i, batch in enumerate(batches):
@@ -353,39 +355,12 @@ class Trainer:
         if step % c.eval_every == 0:
             self.validate(final=step >= self.max_steps)
         if step % c.log_every == 0:
-            self._record()
+            rows.record(self)
             if bar is not None:
                 bar.set_postfix(loss=f"{self.metrics.get('train_loss', math.nan):.4f}",
                                 tok_s=f"{self.metrics['tokens_per_s']:.0f}", refresh=False)
         if c.checkpoint_every and step % c.checkpoint_every == 0 and self.checkpoints is not None:
             self.save()
-
-    def _record(self) -> None:
-        """Write this step's metrics.csv row, or add a new val loss to the row already written."""
-        rows = self.metrics_logger.rows
-        if rows and rows[-1].get("step") == self.step:
-            if self.progress.last_val_step == self.step:
-                self.metrics_logger.update_last(**self._val_columns())
-            return
-        self._write_row()
-
-    def _flush_epoch_metrics(self) -> None:
-        """Values logged in ``on_epoch_end`` describe the epoch just ended: put them in its last row."""
-        rows = self.metrics_logger.rows
-        if self.window.logged and rows and rows[-1].get("step") == self.step:
-            self.metrics_logger.update_last(**self.window.take_logged())
-
-    def _write_row(self) -> None:
-        """One metrics.csv row; the only place the train loss is moved to the host."""
-        val = self._val_columns() if self.progress.last_val_step == self.step else {}
-        row = self.window.row(step=self.step, epoch=self.epoch, val=val, tokens_seen=self.progress.tokens_seen,
-                              dist=self.dist, layer_stats=getattr(self.model, "metrics", dict)())
-        self.metrics.update({k: v for k, v in row.items() if v is not None})
-        self.metrics_logger.log(row)
-        log.info("step %d | epoch %d | loss %.4f%s | lr %.3g | %.0f tok/s", self.step, self.epoch,
-                 math.nan if row["train_loss"] is None else row["train_loss"],
-                 f" | val {val['val_loss']:.4f}" if val else "", row["lr"], row["tokens_per_s"])
-        self.nonfinite.check(self.dist, self.last_checkpoint)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, num_batches: int | None = None) -> float:
@@ -420,10 +395,6 @@ class Trainer:
         metrics = {**values, "step": p.step, "epoch": p.epoch, "best_val_loss": p.best_val_loss, "final": final}
         self.fire("on_validation_end", metrics=metrics)
         return metrics
-
-    def _val_columns(self) -> dict[str, Any]:
-        """The newest evaluation's metrics.csv columns."""
-        return {k: self.metrics.get(k) for k in ("val_loss", "val_loss_se", "val_tokens")}
 
     def summary(self) -> dict[str, Any]:
         """End-of-run numbers (summary.json); ``val_*`` are the final evaluation's."""
