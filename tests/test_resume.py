@@ -112,3 +112,14 @@ def test_python_m_apt_train_shows_the_resumed_config(tmp_path):
     assert r.returncode == 0, r.stderr
     shown = yaml.safe_load(r.stdout)
     assert shown["model"]["d_model"] == 32 and shown["optim"]["decay"] == "linear" and shown["trainer"]["resume"]
+
+
+def test_a_run_started_from_a_file_can_be_resumed(tmp_path):
+    """ckpt_path is where a run starts; with trainer.resume=true it is used only while the run
+    directory has no checkpoint of its own (a requeued job started from a file continues)."""
+    from apt.app import check_config
+    from apt.training.checkpoint import CheckpointManager
+
+    start = CheckpointManager(tmp_path / "from").save({"v": 1}, 1)
+    check_config(["model=tiny", "data=synthetic", "trainer=debug", "trainer.resume=true", f"ckpt_path={start}",
+                  f"hydra.run.dir={tmp_path / 'run'}"])
