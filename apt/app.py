@@ -1,22 +1,27 @@
 """A run, from a composed config to its final validation loss: check -> build -> train.
 
-train.py calls :func:`preflight` with its command line before Hydra creates anything: it
-composes the config (:mod:`apt.compose`) and checks it (:mod:`apt.checks`) exactly as
+train.py calls :func:`prepare` with its command line before Hydra creates anything: it
+composes the config (:mod:`apt.compose`; for ``trainer.resume=true`` in a run directory,
+the run's saved config, :mod:`apt.resume`) and checks it (:mod:`apt.checks`) exactly as
 ``python -m apt check`` does, so a configuration error is one ``error:`` line, exit status
 2, and no run directory. Hydra then composes again and calls :func:`main` (the task
 function of every run and of every multirun job), which checks once more (a multirun job's
-values are checked here, where a failure is recorded as that job's error), builds
-(:mod:`apt.build`) and trains (:meth:`apt.training.Trainer.fit`), then writes the summary.
+values are checked here, where a failure is recorded as that job's error), takes the run
+directory's lock (:mod:`apt.training.runlock`), builds (:mod:`apt.build`) and trains
+(:meth:`apt.training.Trainer.fit`), then writes the summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from apt.checks import CheckedRun, check_run, new_plugin_manager
 from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
+from apt.resume import ResumePlan, record_resume, resume_plan
 
-__all__ = ["ConfigProblems", "check_config", "main", "new_plugin_manager", "preflight", "run"]
+__all__ = ["ConfigProblems", "Prepared", "check_config", "main", "new_plugin_manager", "preflight", "prepare",
+           "resuming", "run"]
 
 log = logging.getLogger("apt")
+
+#: The resume the Hydra job started by apt.cli.train continues (set by :func:`resuming`).
+_RESUMING: ResumePlan | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` found: whether it answered the command line itself (``--help``),
+    and the run directory's saved run when the command line resumes it."""
+
+    answered: bool
+    resume: ResumePlan | None = None
 
 
 # -- before Hydra: the command line ---------------------------------------------------------
@@ -38,31 +57,40 @@ def check_config(overrides: Sequence[str], config_dir: str | None = None) -> lis
     are set up (and torn down) in a scratch directory, so nothing is written. Raises
     ConfigProblems.
     """
+    return _check(overrides, config_dir)[0]
+
+
+def _check(overrides: Sequence[str], config_dir: str | None) -> tuple[list[str], ResumePlan | None]:
     from hydra.types import RunMode
-    from omegaconf import open_dict
 
     from apt.compose import compose
 
     cfg = compose(overrides, config_dir, with_hydra=True)
     if OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
-        return []  # a sweep preset (hparams_search=optuna): each trial is checked when it runs
+        return [], None  # a sweep preset (hparams_search=optuna): each trial is checked when it runs
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
-    with open_dict(cfg):
-        del cfg["hydra"]
+    plan = resume_plan(overrides, config_dir, composed=cfg)
+    task = plan.config if plan is not None else _without_hydra(cfg)
     with tempfile.TemporaryDirectory(prefix="apt-check-") as scratch:
-        checked = check_run(cfg, run_dir=run_dir, plugin_dir=Path(scratch))
+        checked = check_run(task, run_dir=run_dir, plugin_dir=Path(scratch))
         checked.plugins.teardown_all()
-    return checked.warnings
+    return checked.warnings, plan
 
 
 def preflight(argv: Sequence[str]) -> bool:
+    """:func:`prepare`, answering only whether the command line was handled here (``--help``)."""
+    return prepare(argv).answered
+
+
+def prepare(argv: Sequence[str]) -> Prepared:
     """Check train.py's command line before Hydra runs it; raises ConfigProblems.
 
-    Returns True when the command line is answered here (``--help``, printed from the
-    config directories: Hydra's own takes seconds). A single run is checked completely
-    (:func:`check_config`). A sweep (``-m``) is checked for composition errors in every
-    swept value (a typo ends it before any job starts); each job's values are checked by
-    the job, which fails alone and is recorded.
+    ``--help`` is answered here (printed from the config directories: Hydra's own takes
+    seconds). A single run is checked completely (:func:`check_config`), and when it resumes
+    a run directory its saved run is returned (:func:`apt.resume.resume_plan`). A sweep
+    (``-m``) is checked for composition errors in every swept value (a typo ends it before
+    any job starts); each job's values are checked by the job, which fails alone and is
+    recorded.
     """
     from hydra.types import RunMode
 
@@ -71,9 +99,9 @@ def preflight(argv: Sequence[str]) -> bool:
     args = hydra_args(argv)
     if args.help:
         print(help_text(args.overrides, args.config_dir), end="")
-        return True
+        return Prepared(answered=True)
     if args.hydra_help or args.shell_completion:
-        return False
+        return Prepared(answered=False)
     variants = sweep_variants(args.overrides)
     if args.multirun or variants != [list(args.overrides)]:  # -m, or sweep values (hparams_search)
         for overrides in variants:
@@ -81,39 +109,56 @@ def preflight(argv: Sequence[str]) -> bool:
         if not args.multirun and OmegaConf.select(cfg, "hydra.mode") != RunMode.MULTIRUN:
             swept = sorted(set(args.overrides) - {o for v in variants for o in v})
             raise ConfigProblems([f"{' '.join(swept)}: sweep values need a sweep; add -m"])
-    elif args.cfg or args.info:
-        compose(args.overrides, args.config_dir)
-    else:
-        for line in check_config(args.overrides, args.config_dir):
-            print(f"warning: {line}", file=sys.stderr)
-    return False
+        return Prepared(answered=False)
+    if args.cfg or args.info:
+        return Prepared(answered=False, resume=resume_plan(args.overrides, args.config_dir))
+    warnings_, plan = _check(args.overrides, args.config_dir)
+    for line in warnings_:
+        print(f"warning: {line}", file=sys.stderr)
+    return Prepared(answered=False, resume=plan)
+
+
+@contextlib.contextmanager
+def resuming(plan: ResumePlan | None) -> Iterator[None]:
+    """Within: the Hydra job :func:`main` runs continues ``plan`` (its history is recorded)."""
+    global _RESUMING
+    _RESUMING = plan
+    try:
+        yield
+    finally:
+        _RESUMING = None
 
 
 # -- the Hydra task function --------------------------------------------------------------------
 def main(cfg: DictConfig) -> float:
-    """Hydra task function: run, or print the problems and exit with status 2."""
+    """Hydra task function: run, or print the problem (exit status 2 for a config problem,
+    1 for an unreadable checkpoint or a non-finite loss)."""
     from apt.training.checkpoint import CheckpointError
+    from apt.training.nonfinite import NonFiniteLoss
 
     try:
-        return run(cfg)
+        return run(cfg, resume=_RESUMING)
     except ConfigProblems as exc:
         report(exc)
         if _in_multirun():
             raise  # one failed job of a sweep: Hydra records it, the sweep goes on
         _remove_fresh_run_dir()
         raise SystemExit(CONFIG_ERROR_EXIT) from None
-    except CheckpointError as exc:
+    except (CheckpointError, NonFiniteLoss) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if _in_multirun():
             raise
         raise SystemExit(1) from None
 
 
-def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: Any = None) -> float:
+def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: Any = None,
+        resume: ResumePlan | None = None) -> float:
     """Check, build and train ``cfg``; returns the final validation loss.
 
     ``out_dir`` defaults to Hydra's run directory (None outside Hydra: nothing is written);
-    ``plugin_manager`` to a fresh one (:func:`new_plugin_manager`).
+    ``plugin_manager`` to a fresh one (:func:`new_plugin_manager`). ``resume``: the run
+    directory's saved run this one continues; its config and overrides history are saved
+    once the run holds the directory.
     """
     from apt.build import build
     from apt.training import distributed
@@ -124,11 +169,14 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
     finished = False
     try:
         out_dir = ctx.broadcast_object(out_dir)  # under torchrun: rank 0's run directory
-        checked = check_run(cfg, run_dir=out_dir, plugin_manager=plugin_manager)
+        checked = check_run(cfg, run_dir=out_dir, plugin_manager=plugin_manager, writer=ctx.is_main)
         for line in checked.warnings:
             log.warning(line)
         try:
-            val = _train(build(checked, ctx), checked, ctx)
+            with _hold_run_dirs(checked, ctx), _warnings_logged():
+                if resume is not None and ctx.is_main:
+                    record_resume(resume)
+                val = _train(build(checked, ctx), checked, ctx)
             finished = True
             return val
         finally:
@@ -149,8 +197,13 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
     finally:
         trainer.schedule.deactivate()  # ${schedule:...} must not read this run's values later
     wall = time.perf_counter() - t_start
-    val = summary["val_loss"]
     out_dir = cfg.run_dir
+    if trainer.interrupted_by is not None:  # paused: no summary; the checkpoint is the run's state
+        log.warning("%s at step %d; %s", summary["stopped"], summary["step"],
+                    f"continue with trainer.resume=true hydra.run.dir={out_dir}" if out_dir else "nothing saved")
+        raise SystemExit(128 + int(trainer.interrupted_by))
+    val = summary["val_loss"]
+    n_params = sum(p.numel() for p in built.model.parameters())  # after plugins changed the structure
     if cfg.trainer["eval_test"]:
         test = trainer.evaluate_split(built.data.test)
         summary.update(test_loss=test.loss, test_loss_se=test.se, test_tokens=test.tokens, test_bpb=test.bpb)
@@ -159,7 +212,7 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
 
     final = describe(val, summary["val_loss_se"], summary["val_tokens"], summary["val_bpb"])
     log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %s | "
-             "best val loss %.4f (step %d, %s periodic tokens) | %.1fs%s%s", built.n_params / 1e6,
+             "best val loss %.4f (step %d, %s periodic tokens) | %.1fs%s%s", n_params / 1e6,
              summary["step"], summary["epoch"], summary["tokens_per_s"], final, summary["best_val_loss"],
              summary["best_step"], f"{summary['best_val_tokens']:,}", wall,
              f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
@@ -168,13 +221,55 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
         import json
 
         (Path(out_dir) / "summary.json").write_text(json.dumps(
-            {**summary, "params": built.n_params, "wall_s": wall}, indent=2, default=str), encoding="utf-8")
-    if trainer.interrupted_by is not None:
-        raise SystemExit(128 + int(trainer.interrupted_by))
+            {**summary, "params": n_params, "wall_s": wall}, indent=2, default=str), encoding="utf-8")
     return float(val)
 
 
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 # -- helpers ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _hold_run_dirs(checked: CheckedRun, ctx: Any) -> Iterator[None]:
+    """The run directory's lock (and the checkpoint directory's, when elsewhere) while training;
+    under torchrun rank 0 holds them. A live owner is one ConfigProblems line."""
+    from apt.training.runlock import RunDirLocked, RunLock
+
+    run_dir, ckpt_dir = checked.config.run_dir, checked.config.trainer.get("checkpoint_dir")
+    dirs = [Path(run_dir)] if run_dir is not None else []
+    if ckpt_dir and not any(Path(ckpt_dir).resolve().is_relative_to(d.resolve()) for d in dirs):
+        dirs.append(Path(ckpt_dir))
+    held: list[RunLock] = []
+    try:
+        for d in dirs if ctx.is_main else []:
+            held.append(RunLock(d).acquire())
+        yield
+    except RunDirLocked as exc:
+        raise ConfigProblems([str(exc)]) from None
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+@contextlib.contextmanager
+def _warnings_logged() -> Iterator[None]:
+    """Python warnings raised while the run trains (a provider's fallback) go through logging,
+    so they reach the run's train.log and not stderr alone."""
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        logging.getLogger("py.warnings").warning("%s", text)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _join_process_group(cfg: DictConfig) -> Any:
     """Under torchrun, join the process group (the device picks the backend); else a no-op context."""
     from apt.build import resolve_device

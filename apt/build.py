@@ -63,6 +63,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     from apt.data import DataError, load_dataset
     from apt.data.loader import BatchLoader
     from apt.modeling import ModelBuilder
+    from apt.plugins import CLIPS_GRADIENTS
     from apt.schedule import Schedule
     from apt.training.distributed import ParallelModel, ShardedModel
     from apt.training.lr import WarmupCosine
@@ -104,8 +105,10 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
              model_cfg.norm, n_params / 1e6, device)
 
     optimizer = _optimizer(o_cfg, model, device)
-    if "gradient_clipping" in pm.list_plugins() and t_cfg["grad_clip"] > 0:
-        log.info("the gradient_clipping plugin clips gradients; trainer.grad_clip is skipped")
+    clippers = [p.get_name() for p in pm.with_capability(CLIPS_GRADIENTS)]
+    if clippers and t_cfg["grad_clip"] > 0:
+        log.info("plugin %s clips gradients; trainer.grad_clip is not applied while it is enabled",
+                 " and ".join(clippers))
     steps_per_epoch, max_steps = run_length(t_cfg, train_loader.batches_per_epoch)
     epochs = t_cfg.get("max_epochs") or math.ceil(max_steps / steps_per_epoch)
     lr_schedule = WarmupCosine(optimizer, warmup_steps=o_cfg["warmup_steps"], total_steps=max_steps,

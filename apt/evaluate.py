@@ -30,7 +30,7 @@ from typing import Any
 from apt.loading import load_model
 from apt.training.evaluation import EvalResult
 
-__all__ = ["EvaluateError", "SPLITS", "evaluate_checkpoint", "main"]
+__all__ = ["USAGE", "EvaluateError", "SPLITS", "evaluate_checkpoint", "main"]
 
 SPLITS = ("val", "test")
 DEFAULTS = {"ckpt": None, "split": "val", "eval_tokens": None, "device": "auto", "data": {}}
@@ -96,18 +96,25 @@ def evaluate_checkpoint(ckpt: str, *, split: str = "val", data: Mapping[str, Any
     return ev.run(model, ev.windows(max_tokens)).result()
 
 
+USAGE = ("usage: python -m apt.evaluate ckpt=<path> [split=val|test] [eval_tokens=all|N] [device=auto] "
+         "[data.<key>=<value> ...]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from apt.training.checkpoint import CheckpointError
 
-    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(list(argv or sys.argv[1:]))))
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(argv)))
     unknown = sorted(set(args) - set(DEFAULTS))
     if unknown or not args["ckpt"] or not isinstance(args["data"], dict):
         why = (f"unknown option(s) {unknown}; valid: {sorted(DEFAULTS)} and data.<key>" if unknown
                else "ckpt=<path> is required" if not args["ckpt"] else "data options are data.<key>=<value>")
-        print("usage: python -m apt.evaluate ckpt=<path> [split=val|test] [eval_tokens=all|N] [device=auto] "
-              f"[data.<key>=<value> ...]\nerror: {why}", file=sys.stderr)
+        print(f"{USAGE}\nerror: {why}", file=sys.stderr)
         return 2
     from apt.build import resolve_device
     from apt.checks.paths import checkpoint_path_problem, device_problem

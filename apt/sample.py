@@ -1,8 +1,10 @@
 """Generate text from a checkpoint: ``python -m apt.sample ckpt=<path> [key=value ...]``.
 
-Options (Hydra-style ``key=value``): ``ckpt`` (required), ``prompt`` (default: a newline),
+Options (``key=value``): ``ckpt`` (required), ``prompt`` (default: a newline),
 ``max_new_tokens`` (500), ``temperature`` (0.8; 0 = greedy), ``top_k`` (null), ``num_samples``
-(1), ``seed`` (1337), ``device`` (auto).
+(1), ``seed`` (1337), ``device`` (auto). ``prompt`` is taken literally (``prompt=ROMEO:`` is
+the text ``ROMEO:``, not YAML); numbers are numbers and ``null`` is none. ``--help`` prints
+the usage.
 
 Options and the checkpoint's header are checked before torch is imported or any weight is
 read (a mistake is one ``error:`` line, exit status 2). The checkpoint carries the model
@@ -19,10 +21,16 @@ from typing import Any
 from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, did_you_mean, report
 from apt.loading import load_model
 
-__all__ = ["check_args", "load_model", "main", "sample"]
+__all__ = ["USAGE", "check_args", "load_model", "main", "parse_args", "sample"]
 
 DEFAULTS = {"ckpt": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": None,
             "num_samples": 1, "seed": 1337, "device": "auto"}
+_TEXT = ("ckpt", "prompt", "device")  # taken as written
+
+USAGE = ("usage: python -m apt.sample ckpt=<path> [prompt=TEXT] [max_new_tokens=500] [temperature=0.8] "
+         "[top_k=null] [num_samples=1] [seed=1337] [device=auto]\n"
+         "  Generate text from a checkpoint written by train.py. prompt is literal text (quote it for the\n"
+         "  shell); temperature=0 is greedy; device: auto, cpu, cuda, cuda:N or mps.")
 
 
 def sample(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, temperature: float,
@@ -62,19 +70,44 @@ def check_args(args: dict[str, Any]) -> list[str]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from omegaconf import OmegaConf
+def parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    """The options of ``key=value`` arguments over :data:`DEFAULTS` (no YAML: the prompt is text)."""
+    args = dict(DEFAULTS)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigProblems([f"cannot parse {item!r}: options are key=value"], hint=USAGE.splitlines()[0])
+        args[key] = value if key in _TEXT else _scalar(value)
+    return args
 
+
+def _scalar(text: str) -> Any:
+    """``null`` -> None, ``true``/``false`` -> bool, numbers -> int or float, else the text."""
+    lowered = text.strip().lower()
+    if lowered in ("null", "none", "~"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
     try:
-        cli = OmegaConf.from_cli(list(argv if argv is not None else sys.argv[1:]))
-    except Exception as exc:  # noqa: BLE001 - OmegaConf's grammar errors: one line
-        print(f"error: cannot parse the options: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return CONFIG_ERROR_EXIT
-    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, cli))
-    problems = check_args(args)
-    if problems:
-        report(ConfigProblems(problems, hint="usage: python -m apt.sample ckpt=<path> "
-                              + " ".join(f"[{k}=]" for k in DEFAULTS if k != "ckpt")))
+        args = parse_args(argv)
+        problems = check_args(args)
+        if problems:
+            raise ConfigProblems(problems, hint=USAGE.splitlines()[0])
+    except ConfigProblems as exc:
+        report(exc)
         return CONFIG_ERROR_EXIT
     import torch
 

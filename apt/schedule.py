@@ -373,7 +373,8 @@ class Schedule:
             self._plugin_state[name] = want
 
     def apply(
-        self, trainer: Any, epoch: int | None = None, step: int | None = None, by: str = "epoch"
+        self, trainer: Any, epoch: int | None = None, step: int | None = None, by: str = "epoch",
+        *, publish: bool = True,
     ) -> dict[str, float]:
         """Move to a boundary: record the position, switch plugins, publish values.
 
@@ -382,6 +383,9 @@ class Schedule:
         entries counted in ``by`` units are logged via ``trainer.log_metric`` as
         ``schedule/<name>`` and passed to bound callbacks; all current values go to
         ``trainer.schedule_values``. Returns the values published at this boundary.
+
+        ``publish=False`` (a run resumed inside an epoch, whose boundary was published
+        before the checkpoint) switches plugins and calls the callbacks but logs nothing.
         """
         if by not in BYS:
             raise ScheduleError(f"apply: by={by!r} is not one of {list(BYS)}")
@@ -411,10 +415,10 @@ class Schedule:
             values.update(current)
         else:
             trainer.schedule_values = dict(current)
-        if by == "epoch" and published:
+        if by == "epoch" and published and publish:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in published.items())
             log.info("schedule: epoch %s: %s", self.epoch, shown)
-        log_metric = getattr(trainer, "log_metric", None)
+        log_metric = getattr(trainer, "log_metric", None) if publish else None
         for name, value in published.items():
             if log_metric is not None:
                 log_metric(f"schedule/{name}", value)

@@ -183,3 +183,31 @@ def test_corrupt_ckpt_path_is_refused_before_the_run(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     (problem,) = problems_of(f"ckpt_path={bad}")
     assert problem.startswith(f"ckpt_path='{bad}' is not an APT checkpoint") and "weights_only" not in problem
+
+
+def test_the_summary_counts_parameters_after_structure_changes(tmp_path):
+    import json
+
+    from apt.loading import load_model
+
+    out = tmp_path / "moe"
+    run(compose_cfg("plugin=[moe]", "trainer.max_steps=2", "trainer.threads=1",
+                    f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
+    model, _, _ = load_model(str(out / "checkpoints" / "step-00000002.pt"))
+    upcycled = sum(p.numel() for p in model.parameters())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["params"] == upcycled  # not the dense model's count at build time
+
+
+def test_python_warnings_during_a_run_reach_the_run_log(tmp_path, caplog, monkeypatch):
+    """Hydra's train.log is a logging handler: a fallback announced with warnings.warn must
+    go through logging too, not to stderr alone."""
+    import logging
+
+    import apt.providers.layers.flash as flash_layer
+
+    monkeypatch.setattr(flash_layer, "_warned", set())
+    with caplog.at_level(logging.WARNING):
+        run(compose_cfg("provider/attention=flash", "trainer.max_steps=1", "trainer.threads=1",
+                        f"data.cache_dir={tmp_path / 'cache'}"))
+    assert any(r.name == "py.warnings" and "flash attention" in r.getMessage() for r in caplog.records)

@@ -131,7 +131,6 @@ CASES = [
      "optim.optimizer._target_='torch.optim.Adamw': module 'torch.optim' has no 'Adamw' (did you mean 'AdamW'?)"),
     ("ckpt-text", ["ckpt_path={d}/notes.pt"], "ckpt_path='{d}/notes.pt' is not an APT checkpoint: not a torch.save archive"),
     ("ckpt-missing", ["ckpt_path={d}/none.pt"], "ckpt_path='{d}/none.pt' does not exist"),
-    ("resume-and-ckpt", ["trainer.resume=true", "ckpt_path={d}/step-00000001.pt"], "give either trainer.resume=true or ckpt_path=..., not both"),
     ("run-dir", ["hydra.run.dir={d}/a_file/run"], "the run directory (hydra.run.dir) '{d}/a_file/run' cannot be created"),
     ("checkpoint-dir", ["trainer.checkpoint_dir={d}/a_file/ckpt"],
      "the checkpoint directory (trainer.checkpoint_dir) '{d}/a_file/ckpt' cannot be created"),
@@ -202,11 +201,12 @@ def test_a_config_error_found_in_the_job_leaves_no_run_directory(tmp_path, monke
     code = textwrap.dedent(f"""
         import runpy, sys
         import apt.app
-        real = apt.app.preflight
-        def preflight(argv):
-            real(argv)
+        real = apt.app.prepare
+        def prepare(argv):
+            prepared = real(argv)
             import os; os.remove({str(corpus)!r})
-        apt.app.preflight = preflight
+            return prepared
+        apt.app.prepare = prepare
         sys.argv = ["train.py", *{[*TINY, "data=text", f"data.path={corpus}", "data.block_size=16",
                                    "data.batch_size=2", f"hydra.run.dir={tmp_path / 'run'}"]!r}]
         runpy.run_path({str(REPO / "train.py")!r}, run_name="__main__")

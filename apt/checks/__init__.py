@@ -24,7 +24,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from apt.checks.paths import checkpoint_path_problem, device_problem, writable_dir_problem
+from apt.checks.paths import (
+    checkpoint_path_problem,
+    device_problem,
+    existing_checkpoints_problem,
+    writable_dir_problem,
+)
 from apt.checks.plugins import in_run_dir, load_plugins, set_up_plugins
 from apt.checks.providers import provider_choices, provider_problems
 from apt.checks.targets import target_problem
@@ -78,13 +83,14 @@ def new_plugin_manager(strict: bool = False) -> Any:
 
 
 def check_run(cfg: DictConfig, *, run_dir: str | Path | None = None, plugin_manager: Any = None,
-              plugin_dir: str | Path | None = None) -> CheckedRun:
+              plugin_dir: str | Path | None = None, writer: bool = True) -> CheckedRun:
     """Check ``cfg`` as the run in ``run_dir`` would use it; raise ConfigProblems or return it checked.
 
     ``plugin_manager`` (default: :func:`new_plugin_manager`) receives the plugins; on a
     problem the plugins set up so far are torn down before raising. Relative ``*_file`` /
     ``*_dir`` plugin options point into ``plugin_dir`` (default ``run_dir``): a dry check
-    sets the plugins up in a scratch directory.
+    sets the plugins up in a scratch directory. ``writer``: this process will write the run
+    and checkpoint directories (under torchrun, rank 0), so they must be free.
     """
     plain, problems = resolve_sections(cfg)
     problems += value_problems(plain)
@@ -94,7 +100,7 @@ def check_run(cfg: DictConfig, *, run_dir: str | Path | None = None, plugin_mana
 
         problems += check_data(data)
     run_dir = Path(run_dir) if run_dir is not None else None
-    problems += _path_problems(plain, trainer, run_dir)
+    problems += _path_problems(plain, trainer, run_dir, writer)
     names, provider_options, provider_section = provider_choices(plain.get("provider") or {})
     problems += provider_section
 
@@ -140,7 +146,10 @@ def _model(plain: Mapping[str, Any]) -> dict[str, Any]:
     return m
 
 
-def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir: Path | None) -> list[str]:
+def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir: Path | None,
+                   writer: bool) -> list[str]:
+    from apt.training.runlock import lock_problem
+
     problems = []
     if trainer:
         problem = device_problem(str(trainer.get("device")))
@@ -149,9 +158,15 @@ def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir
     run_dir_problem = writable_dir_problem(run_dir, "the run directory (hydra.run.dir)") if run_dir else None
     if run_dir_problem:
         problems.append(run_dir_problem)
+    elif run_dir is not None and writer and (problem := lock_problem(run_dir)):
+        problems.append(problem)
     ckpt_dir = trainer.get("checkpoint_dir") or (run_dir / "checkpoints" if run_dir and not run_dir_problem else None)
     if ckpt_dir is not None:
         problem = writable_dir_problem(ckpt_dir, "the checkpoint directory (trainer.checkpoint_dir)")
+        if problem is None and not trainer.get("resume"):
+            problem = existing_checkpoints_problem(ckpt_dir)
+        if problem is None and writer and trainer.get("checkpoint_dir"):
+            problem = lock_problem(ckpt_dir)
         if problem:
             problems.append(problem)
     if plain.get("ckpt_path"):

@@ -1,6 +1,9 @@
 """Paths and devices a run will use, checked up front instead of at the first save.
 
-- the run directory and the checkpoint directory can be created and written;
+- the run directory and the checkpoint directory can be created and written, and no other
+  live run writes into them (their lock, :mod:`apt.training.runlock`);
+- a fresh start does not land in a checkpoint directory that holds another run's
+  checkpoints (retention would delete them, resume would mix them up);
 - ``ckpt_path`` is an APT checkpoint (a header check: no weights are loaded);
 - the requested device exists on this machine, decided without importing torch (the
   build step asks torch again and gives the same message if this guess was wrong).
@@ -16,7 +19,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["DEVICE_RE", "checkpoint_path_problem", "device_problem", "writable_dir_problem"]
+__all__ = ["DEVICE_RE", "checkpoint_path_problem", "device_problem", "existing_checkpoints_problem",
+           "writable_dir_problem"]
 
 #: The device strings ``trainer.device`` accepts.
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -37,6 +41,17 @@ def writable_dir_problem(path: str | Path, what: str) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"{what} {str(p)!r} cannot be created: {str(ancestor)!r} is not writable"
     return None
+
+
+def existing_checkpoints_problem(directory: str | Path) -> str | None:
+    """Why a run that does not resume cannot start with ``directory`` as its checkpoint directory."""
+    p = Path(directory)
+    names = sorted(c.name for c in p.glob("step-*.pt")) if p.is_dir() else []
+    if not names:
+        return None
+    return (f"the checkpoint directory {str(p)!r} already holds checkpoints ({names[-1]}"
+            f"{f' and {len(names) - 1} more' if len(names) > 1 else ''}); continue that run with "
+            "trainer.resume=true, or start this one in another hydra.run.dir (or trainer.checkpoint_dir)")
 
 
 def checkpoint_path_problem(ckpt_path: str) -> str | None:

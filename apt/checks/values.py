@@ -20,6 +20,7 @@ from apt.core.errors import did_you_mean
 from apt.training.distributed import STRATEGIES
 from apt.training.evaluation import parse_eval_tokens
 from apt.training.lr import DECAYS
+from apt.training.nonfinite import POLICIES
 
 __all__ = ["PRECISIONS", "SCHEMAS", "STRATEGIES", "resolve_sections", "value_problems"]
 
@@ -108,8 +109,8 @@ def value_problems(plain: Mapping[str, Any]) -> list[str]:
         if t.get("strategy") == "fsdp" and "moe" in (plain.get("plugin") or {}):
             add("trainer.strategy=fsdp cannot run plugin 'moe': it replaces layers mid-run and FSDP shards "
                 "the layout fixed at the start; use trainer.strategy=ddp")
-        if t.get("resume") and plain.get("ckpt_path"):
-            add("give either trainer.resume=true or ckpt_path=..., not both")
+        if t.get("on_nonfinite") not in POLICIES:
+            add(f"trainer.on_nonfinite={t.get('on_nonfinite')!r} is not one of {list(POLICIES)}")
 
     # optim
     if o:

@@ -2,11 +2,15 @@
 
 Both are this module's :func:`main`. The run is compose -> check -> build -> train
 (:mod:`apt.compose`, :mod:`apt.checks`, :mod:`apt.build`, :mod:`apt.training`). Before Hydra
-creates a run directory, :func:`apt.app.preflight` composes and checks the command line as
+creates a run directory, :func:`apt.app.prepare` composes and checks the command line as
 ``python -m apt check`` does: a mistake is one ``error:`` line and exit status 2. Hydra then
 composes the run from APT's configs (:func:`apt.compose.conf_dir`: the clone's ``conf/`` or
 the copy an installed wheel ships) and :func:`apt.app.main` checks, builds and trains it,
 returning the final validation loss (so Hydra sweepers can minimise it).
+
+``trainer.resume=true hydra.run.dir=D`` is D's run (:mod:`apt.resume`): Hydra is given D's
+saved config, with the resumable changes, as its primary config (from a scratch copy), and
+writes nothing into ``D/.hydra``; the job appends the command line to D's overrides history.
 
 ``--help`` lists every group and option (``--hydra-help``: Hydra's flags); ``--config-dir
 DIR`` adds a directory of your own configs in front of APT's. Run outputs go under the
@@ -19,15 +23,18 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from apt.app import main as run_app
-from apt.app import preflight
-from apt.compose import CONFIG_NAME, conf_dir
+from apt.app import prepare, resuming
+from apt.compose import CONFIG_NAME, conf_dir, hydra_args
 from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
+from apt.resume import ResumePlan, is_hydra_override
 from apt.training.schema import register_configs
 
 __all__ = ["main", "missing_extras", "task"]
@@ -58,20 +65,38 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from apt.training import distributed
 
     args = list(sys.argv[1:] if argv is None else argv)
-    args += distributed.worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
     try:
         problems = missing_extras(args)
         if problems:
             raise ConfigProblems(problems)
-        if preflight(args):  # --help is answered here
+        prepared = prepare(args)
+        if prepared.answered:  # --help is answered here
             return 0
     except ConfigProblems as exc:
         report(exc)
         return CONFIG_ERROR_EXIT
-    sys.argv = [prog or sys.argv[0], *args]
     worker = distributed.env_world_size() > 1
     distributed.leave_by_exit(worker)
-    task()
+    with tempfile.TemporaryDirectory(prefix="apt-resume-") as scratch, resuming(prepared.resume):
+        hydra_argv = args if prepared.resume is None else resume_argv(args, prepared.resume, Path(scratch))
+        # under torchrun, rank 0 alone writes a run directory
+        sys.argv = [prog or sys.argv[0], *hydra_argv, *distributed.worker_hydra_overrides()]
+        task()
     if worker:  # the run is complete: end without torch's C++ teardown (exit_worker says why)
         distributed.exit_worker(0)
     return 0
+
+
+def resume_argv(args: Sequence[str], plan: ResumePlan, scratch: Path) -> list[str]:
+    """Hydra's command line for a resume: the run's saved config (resumable changes applied,
+    written to ``scratch``) as the primary config, the hydra overrides and flags as given,
+    and nothing written into the run's ``.hydra/`` by Hydra (the job records the resume)."""
+    OmegaConf.save(plan.config, scratch / f"{CONFIG_NAME}.yaml")
+    ns = hydra_args(args)
+    out = ["--config-path", str(scratch), "--config-name", CONFIG_NAME]
+    for flag, value in (("--cfg", ns.cfg), ("--package", ns.package), ("--info", ns.info)):
+        if value:
+            out += [flag, value]
+    if ns.resolve:
+        out.append("--resolve")
+    return [*out, *(o for o in ns.overrides if is_hydra_override(o)), "hydra.output_subdir=null"]

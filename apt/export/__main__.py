@@ -21,6 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from apt.export.exporter import FORMATS
 
+    if any(a in ("-h", "--help") for a in (argv if argv is not None else sys.argv[1:])):
+        print(USAGE)
+        return 0
     try:
         args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(list(argv or sys.argv[1:]))))
     except Exception as exc:  # noqa: BLE001 - a malformed key=value

@@ -6,7 +6,7 @@ See ``spec/PLUGIN_GUIDE.md`` for the developer guide. Importing this package doe
 import torch.
 """
 
-from apt.plugins.base import Plugin
+from apt.plugins.base import CAPABILITIES, CLIPS_GRADIENTS, Plugin
 from apt.plugins.conditions import (
     Condition,
     after_epoch,
@@ -40,6 +40,8 @@ from apt.plugins.manager import (
 from apt.plugins.options import PluginOptionError, check_options, describe_options
 
 __all__ = [
+    "CAPABILITIES",
+    "CLIPS_GRADIENTS",
     "EVENTS",
     "EVENT_ALIASES",
     "STRICT_ENV_VAR",

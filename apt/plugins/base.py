@@ -4,6 +4,11 @@ A plugin is loaded with a config dict, set up once (where it registers providers
 hooks), receives events while enabled, and is torn down at the end of a run. Overriding
 one of the ``on_*`` methods is enough to receive that event: the overridden methods are
 registered as hooks at setup with :meth:`Plugin.get_priority`.
+
+Two class-level declarations let the rest of APT work with a plugin without knowing it by
+name: :attr:`Plugin.capabilities` (what it takes over from the trainer, see
+:data:`CAPABILITIES`) and :meth:`Plugin.restore_structure` (how a model saved by its run
+is rebuilt for sampling, evaluation and export, without setting the plugin up).
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ if TYPE_CHECKING:
     from apt.core.registry import Registry
     from apt.plugins.hooks import HookManager
 
-__all__ = ["Plugin", "overridden_hook_methods"]
+__all__ = ["CAPABILITIES", "CLIPS_GRADIENTS", "Plugin", "overridden_hook_methods"]
+
+#: The plugin clips gradients itself (in ``on_backward_end``): the trainer then does not
+#: apply ``trainer.grad_clip`` while the plugin is enabled.
+CLIPS_GRADIENTS = "clips_gradients"
+
+#: Every capability a plugin may declare in :attr:`Plugin.capabilities`, with what it means.
+CAPABILITIES: dict[str, str] = {
+    CLIPS_GRADIENTS: "clips gradients in on_backward_end; the trainer skips trainer.grad_clip",
+}
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -49,6 +63,9 @@ class Plugin:
 
     #: The dataclass declaring this plugin's options; None: the config is taken as given.
     Options: ClassVar[type | None] = None
+
+    #: What this plugin takes over from the trainer; names from :data:`CAPABILITIES`.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     # Class-level defaults so subclasses that skip ``super().__init__`` still work.
     _enabled: bool = True
@@ -124,6 +141,20 @@ class Plugin:
         return self._enabled
 
     # -- checkpoints --------------------------------------------------------------------
+    @classmethod
+    def restore_structure(cls, model: Any, *, options: Mapping[str, Any], state: Mapping[str, Any],
+                          registry: Registry) -> None:
+        """Give ``model`` (freshly built from a checkpoint's model config) the structure this
+        plugin had made when the checkpoint was saved, before its weights are loaded.
+
+        ``options`` are the plugin's options in the run's config, ``state`` its entry of the
+        checkpoint (what :meth:`state_dict` returned) and ``registry`` the built-in and
+        installed providers. Sampling, evaluation and export call this, and only this, for
+        built-in and entry-point plugins (never for a class a checkpoint merely names): it
+        must change the model and nothing else (no files, no hooks, no setup). The default
+        does nothing: most plugins leave the model's structure alone.
+        """
+
     def state_dict(self) -> dict[str, Any]:
         """State to put in a checkpoint (counters, best values); override to add yours."""
         return {}

@@ -141,19 +141,30 @@ class PluginManager:
     def get_plugin_class(self, name: str) -> type[Plugin]:
         if name in self._classes:
             return self._classes[name]
+        cls = self.trusted_class(name)
+        if cls is not None:
+            return cls
+        available = self.available_plugins()
+        raise PluginNotFoundError(f"unknown plugin {name!r}{_hint(name, available)}; available: {available}")
+
+    def trusted_class(self, name: str) -> type[Plugin] | None:
+        """The class of a built-in or entry-point plugin ``name`` (never a registered one), or None.
+
+        The only plugin code a checkpoint may lead to when it is loaded for sampling: classes
+        APT ships or an installed package declares, not a ``_target_`` the checkpoint names.
+        """
         target = self._builtin_catalog().get(name)
         if target is not None:
             return self._import(name, target, "built-in")
         self._maybe_load_entry_points()
         ep = self._entry_points.get(name)
-        if ep is not None:
-            try:
-                cls = ep.load()
-            except Exception as exc:
-                raise PluginError(f"plugin {name!r} from entry point {ep.value!r} cannot be imported: {exc}") from exc
-            return self._check_class(name, cls, f"entry point {ep.value!r}")
-        available = self.available_plugins()
-        raise PluginNotFoundError(f"unknown plugin {name!r}{_hint(name, available)}; available: {available}")
+        if ep is None:
+            return None
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} from entry point {ep.value!r} cannot be imported: {exc}") from exc
+        return self._check_class(name, cls, f"entry point {ep.value!r}")
 
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[str]:
         """Note the plugins installed packages declare (imported only when loaded)."""
@@ -310,6 +321,14 @@ class PluginManager:
 
     def disable_plugin(self, name: str) -> None:
         self._loaded(name).disable()
+
+    def with_capability(self, capability: str) -> list[Plugin]:
+        """The loaded plugins that declare ``capability`` (see :data:`apt.plugins.base.CAPABILITIES`)."""
+        from apt.plugins.base import CAPABILITIES
+
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown plugin capability {capability!r}; known: {sorted(CAPABILITIES)}")
+        return [p for p in self._plugins.values() if capability in type(p).capabilities]
 
     @property
     def should_stop(self) -> bool:

@@ -18,12 +18,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apt.core.files import atomic_write_text
 from apt.sweeps.grouped import GROUPED_COLUMNS, ConfigStats, grouped_markdown, grouped_stats
 from apt.sweeps.plot import plot_sweep
 
@@ -99,7 +99,7 @@ class JobRecord:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / JOB_RECORD
-        _atomic_write(path, json.dumps(asdict(self), indent=2, default=str))
+        atomic_write_text(path, json.dumps(asdict(self), indent=2, default=str))
         return path
 
     @classmethod
@@ -315,18 +315,6 @@ def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see half a summary."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns))
@@ -358,9 +346,9 @@ def write_summary(
     if png is not None:
         out["plot"] = png
     out["csv"] = root / "summary.csv"
-    _atomic_write(out["csv"], _csv((_row(r, root, exact=True) for r in records), SUMMARY_COLUMNS))
+    atomic_write_text(out["csv"], _csv((_row(r, root, exact=True) for r in records), SUMMARY_COLUMNS))
     out["grouped"] = root / GROUPED_SUMMARY
-    _atomic_write(out["grouped"], _csv((g.row() for g in groups), GROUPED_COLUMNS))
+    atomic_write_text(out["grouped"], _csv((g.row() for g in groups), GROUPED_COLUMNS))
     out["md"] = root / "summary.md"
-    _atomic_write(out["md"], _markdown(records, groups, root, png))
+    atomic_write_text(out["md"], _markdown(records, groups, root, png))
     return out

@@ -4,7 +4,13 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 with ``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
 Files are written to a temporary name in the same directory and renamed into place, so a
 crash mid-write leaves the previous checkpoint intact and never a half-written one under a
-final name.
+final name (the temporary file of a killed save is an orphan that
+:meth:`CheckpointManager.remove_orphans` deletes when the next run starts). Files get the
+modes the umask gives new files, as ``open()`` would.
+
+Retention and resume never lose the last good state: the checkpoint just written is never
+pruned, and an unreadable checkpoint is renamed aside (``<name>.corrupt``, with a warning)
+instead of being counted, retried or silently replaced by a fresh start.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from apt.core.files import atomic_open
 from apt.training.ckpt_format import FORMAT, checkpoint_problem
 
 __all__ = ["CheckpointError", "CheckpointManager", "capture_rng", "load_checkpoint", "restore_rng",
@@ -29,6 +35,7 @@ __all__ = ["CheckpointError", "CheckpointManager", "capture_rng", "load_checkpoi
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+_ORPHAN = re.compile(r"^\.[^/]+\.pt\.[^.]+\.tmp$")  # save_checkpoint's temporary names: .<name>.<random>.tmp
 
 
 class CheckpointError(RuntimeError):
@@ -39,16 +46,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (temp file + ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True) as fh:
+        torch.save(state, fh)
     return path
 
 
@@ -73,7 +72,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 class CheckpointManager:
-    """``<dir>/step-<step>.pt`` files, newest ``keep_last`` kept."""
+    """``<dir>/step-<step>.pt`` files, newest ``keep_last`` kept (never the one just written)."""
 
     def __init__(self, directory: str | Path, keep_last: int = 2) -> None:
         self.directory = Path(directory)
@@ -90,20 +89,54 @@ class CheckpointManager:
         return [p for _, p in sorted(found)]
 
     def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write the checkpoint of ``step``, then prune the others to ``keep_last`` in all.
+
+        The file just written is kept whatever the step numbers of the others: it is the
+        newest valid state of the run writing now.
+        """
         state = {"format": FORMAT, **state}
         path = save_checkpoint(state, self.path_for(step))
-        for old in self.checkpoints()[:-self.keep_last]:
+        others = [p for p in self.checkpoints() if p != path]
+        for old in others[:max(0, len(others) - (self.keep_last - 1))]:
             old.unlink(missing_ok=True)
         return path
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
-        """The newest readable checkpoint; unreadable ones are reported and skipped."""
+        """The newest readable checkpoint, or None when the directory holds none.
+
+        An unreadable one is renamed to ``<name>.corrupt`` with a warning and the previous
+        one is tried. When there were checkpoints and none could be read, that is a
+        :class:`CheckpointError` naming them: starting over would overwrite the run.
+        """
+        aside: list[Path] = []
         for path in reversed(self.checkpoints()):
             try:
                 return path, load_checkpoint(path, map_location)
             except CheckpointError as exc:
-                log.warning("%s; falling back to the previous checkpoint", exc)
+                moved = path.with_name(path.name + ".corrupt")
+                os.replace(path, moved)
+                aside.append(moved)
+                log.warning("%s; renamed it to %s and trying the previous checkpoint", exc, moved.name)
+        if aside:
+            names = ", ".join(p.name.removesuffix(".corrupt") for p in reversed(aside))
+            raise CheckpointError(
+                f"no readable checkpoint in {str(self.directory)!r}: {names} could not be read and were "
+                "renamed to *.corrupt; run the same command again to start this run over from step 0")
         return None
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete temporary files of saves that were killed mid-write; returns them.
+
+        Only the run holding the directory's lock may call this (another writer's save
+        in progress looks the same).
+        """
+        if not self.directory.is_dir():
+            return []
+        orphans = sorted(p for p in self.directory.iterdir() if _ORPHAN.match(p.name) and p.is_file())
+        for p in orphans:
+            p.unlink(missing_ok=True)
+            log.info("removed %s, left by a save that did not finish", p)
+        return orphans
 
 
 def capture_rng() -> dict[str, Any]:

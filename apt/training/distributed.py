@@ -119,6 +119,17 @@ class DistContext:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out / self.world_size
 
+    def max_int(self, value: int, device: str | torch.device = "cpu") -> int:
+        """The largest ``value`` over ranks."""
+        if not self.enabled:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
     def any_true(self, flag: bool, device: str | torch.device = "cpu") -> bool:
         """Whether ``flag`` is true on any rank (so all ranks stop at the same step)."""
         if not self.enabled:

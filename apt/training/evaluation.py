@@ -45,8 +45,8 @@ from apt.training.distributed import DistContext
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SE_BLOCKS", "EvalResult", "EvalWindows", "Evaluator", "WindowLosses", "autocast_dtype", "describe",
-           "eval_windows", "parse_eval_tokens"]
+__all__ = ["SE_BLOCKS", "EvalResult", "EvalWindows", "Evaluator", "RunEvaluation", "WindowLosses", "autocast_dtype",
+           "describe", "eval_windows", "parse_eval_tokens"]
 
 
 #: Contiguous blocks of windows the standard error is computed over (batch means).
@@ -289,3 +289,46 @@ class Evaluator:
             per = self.token_bytes[np.asarray(self.tokens[pos], dtype=np.int64)]
             out[i:i + 4096] = np.where(offsets[None, :] <= n[:, None], per, 0).sum(1)
         return out
+
+
+class RunEvaluation:
+    """A training run's two evaluations of the val split, as the trainer runs them.
+
+    The final one scores ``eval_tokens`` windows (default: the whole split); periodic ones a
+    fixed subset of them, ``eval_batches`` global batches spread evenly over the split (the
+    same windows every time, so the curve is not sampling noise). ``loader`` is the val
+    :class:`~apt.data.BatchLoader` (its tokens, block and batch size).
+    """
+
+    def __init__(self, loader: Any, *, eval_tokens: Any, eval_batches: int | None, token_bytes: np.ndarray | None,
+                 device: torch.device, dist: Any, autocast: torch.dtype | None) -> None:
+        self.evaluator = Evaluator(loader.tokens, block_size=loader.block_size, batch_size=loader.batch_size,
+                                   token_bytes=token_bytes, device=device, dist=dist, autocast=autocast)
+        self.global_batch = loader.global_batch_size
+        self.final_windows = self.evaluator.windows(parse_eval_tokens(eval_tokens))
+        self.periodic_index = (self.final_windows.subset_index(eval_batches * self.global_batch)
+                               if eval_batches else None)
+
+    def run(self, forward: Callable[..., Any], model: Any, *, final: bool) -> tuple[EvalResult, EvalResult]:
+        """``(scored, tracked)``: the evaluation's result, and its result on the periodic
+        windows (the same unless ``final``), which best-loss tracking compares."""
+        losses = self.evaluator.run(forward, self.final_windows.take(None if final else self.periodic_index),
+                                    model=model)
+        scored = losses.result()
+        return scored, losses.result(self.periodic_index) if final and self.periodic_index is not None else scored
+
+    def subset(self, forward: Callable[..., Any], model: Any, num_batches: int | None = None) -> float:
+        """Mean loss over the periodic windows, or over ``num_batches`` global batches of them."""
+        index = self.periodic_index if num_batches is None else \
+            self.final_windows.subset_index(int(num_batches) * self.global_batch)
+        return self.evaluator.run(forward, self.final_windows.take(index), model=model).result().loss
+
+    def split(self, forward: Callable[..., Any], model: Any, tokens: np.ndarray,
+              max_tokens: int | None = None) -> EvalResult:
+        """Score another split (e.g. the test split) as the final evaluation scores val."""
+        other = self.evaluator.on(tokens)
+        return other.run(forward, other.windows(max_tokens), model=model).result()
+
+    @property
+    def periodic_tokens(self) -> int:
+        return self.final_windows.take(self.periodic_index).tokens

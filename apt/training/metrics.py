@@ -18,7 +18,12 @@ __all__ = ["MetricsLogger", "logging_redirect", "plot_losses", "progress_bar"]
 
 
 class MetricsLogger:
-    """Rows of metrics kept in memory and mirrored to ``path`` (when given)."""
+    """Rows of metrics kept in memory and mirrored to ``path`` (when given).
+
+    The file is this logger's alone: it is rewritten from the rows in memory when the
+    logger starts with rows (a resume) and at the first row otherwise, so rows a killed run
+    wrote after its last checkpoint never stay behind.
+    """
 
     BASE = ("step", "epoch", "train_loss", "val_loss", "val_loss_se", "val_tokens", "lr", "tokens_per_s")
 
@@ -28,6 +33,7 @@ class MetricsLogger:
         self.columns: list[str] = list(self.BASE)
         for row in self.rows:
             self._extend(row)
+        self._synced = False  # the file holds exactly self.rows
         if self.path is not None and self.rows:
             self._rewrite()
 
@@ -42,7 +48,7 @@ class MetricsLogger:
         widened = self._extend(row)
         if self.path is None:
             return
-        if widened or not self.path.exists():
+        if widened or not self._synced:
             self._rewrite()
         else:
             with self.path.open("a", newline="", encoding="utf-8") as fh:
@@ -62,6 +68,7 @@ class MetricsLogger:
             writer = csv.DictWriter(fh, self.columns)
             writer.writeheader()
             writer.writerows(_fmt(r) for r in self.rows)
+        self._synced = True
 
 
 def _fmt(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "OptimConfig",
     "TrainerConfig",
     "register_configs",
+    "trainer_config",
 ]
 
 
@@ -84,6 +85,7 @@ class TrainerConfig:
     strict_hooks: bool = False  # re-raise exceptions from plugin hooks
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)
     strategy: str = "ddp"  # under torchrun: ddp | fsdp (docs/distributed.md)
+    on_nonfinite: str = "stop"  # a non-finite loss: stop (exit 1) | skip the step | ignore
 
 
 @dataclass
@@ -96,6 +98,22 @@ class OptimConfig:
     warmup_steps: int = 100
     decay: str = "cosine"  # cosine | linear | constant
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
+
+
+def trainer_config(config: Any) -> TrainerConfig:
+    """A :class:`TrainerConfig` from a mapping (defaults filled in; an unknown key is an error)."""
+    from dataclasses import asdict, fields
+
+    from apt.core.config import to_plain
+
+    if isinstance(config, TrainerConfig):
+        return config
+    data = dict(to_plain(config) or {})
+    known = {f.name for f in fields(TrainerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown trainer option(s) {unknown}; valid: {sorted(known)}")
+    return TrainerConfig(**{**asdict(TrainerConfig()), **data})
 
 
 def register_configs() -> None:

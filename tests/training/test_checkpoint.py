@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -63,3 +66,67 @@ def test_warmup_cosine_shape():
     assert lr.apply(9) == pytest.approx(0.55) and opt.param_groups[0]["lr"] == pytest.approx(0.55)
     with pytest.raises(ValueError, match="not one of"):
         WarmupCosine(opt, warmup_steps=0, total_steps=1, decay="step")
+
+
+def test_unreadable_checkpoints_are_renamed_aside_and_not_counted(tmp_path, caplog):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (1, 2, 3):
+        mgr.save({"v": step}, step)
+    (tmp_path / "step-00000003.pt").write_bytes(b"truncated")
+    path, state = mgr.load_latest()
+    assert path.name == "step-00000002.pt" and state["v"] == 2
+    assert (tmp_path / "step-00000003.pt.corrupt").is_file() and "renamed" in caplog.text
+    assert [p.name for p in mgr.checkpoints()] == ["step-00000002.pt"]
+
+
+def test_every_checkpoint_unreadable_is_an_error_not_a_fresh_start(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (1000, 2000):
+        (tmp_path / f"step-{step:08d}.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no readable checkpoint") as info:
+        mgr.load_latest()
+    assert "step-00001000.pt" in str(info.value) and "step-00002000.pt" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00001000.pt.corrupt", "step-00002000.pt.corrupt"]
+    assert CheckpointManager(tmp_path).load_latest() is None  # nothing left that looks like a checkpoint
+
+
+def test_retention_never_deletes_the_checkpoint_just_written(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (1000, 2000):  # newer step numbers than the run writing now
+        mgr.save({"v": step}, step)
+    path = mgr.save({"v": 20}, 20)
+    assert path.is_file()
+    assert [p.name for p in mgr.checkpoints()] == ["step-00000020.pt", "step-00002000.pt"]
+
+
+def test_orphan_temp_files_of_killed_saves_are_removed(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    mgr.save({"v": 1}, 1)
+    orphan = tmp_path / ".step-00000002.pt.k3j2.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    assert mgr.remove_orphans() == [orphan]
+    assert not orphan.exists() and other.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_checkpoint_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = CheckpointManager(tmp_path).save({"v": 1}, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_files_that_are_not_checkpoints_say_so_without_torch_advice(tmp_path):
+    for name, write in (("text.pt", lambda p: p.write_text("hello")),
+                        ("dict.pt", lambda p: torch.save({"a": 1}, p)),
+                        ("tensor.pt", lambda p: torch.save(torch.zeros(2), p))):
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert name in message and "not an APT checkpoint" in message and "weights_only" not in message

@@ -62,7 +62,8 @@ class GradRecorder(Plugin):
 
     def on_train_end(self, model=None, **kwargs):
         params = torch.cat([p.detach().flatten() for p in model.parameters()])
-        path = os.path.join(self.config["dump_dir"], f"{self.config['label']}-rank{os.environ['RANK']}.pt")
+        label = os.environ["GRADREC_LABEL"]  # not an option: a resumed run keeps its config
+        path = os.path.join(self.config["dump_dir"], f"{label}-rank{os.environ['RANK']}.pt")
         torch.save({"grads": self.grads, "params": params}, path)
 '''
 
@@ -96,12 +97,10 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
            "APT_CACHE_DIR": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
     ddp_dir = launch_dir / "ddp"
 
-    def recorder(label: str) -> str:
-        return f"+plugin.gradrec={{_target_:gradrec.GradRecorder,dump_dir:'{grads_dir}',label:{label}}}"
-
-    ddp = [*COMMON, "data.batch_size=2", f"hydra.run.dir={ddp_dir}", "trainer.keep_last=5"]
-    _run([*ddp, "trainer.max_steps=8", recorder("a")], launch_dir, env, nproc=2)
-    _run([*ddp, "trainer.max_steps=16", "trainer.resume=true", recorder("b")], launch_dir, env, nproc=2)
+    recorder = f"+plugin.gradrec={{_target_:gradrec.GradRecorder,dump_dir:'{grads_dir}'}}"
+    ddp = [*COMMON, "data.batch_size=2", f"hydra.run.dir={ddp_dir}", "trainer.keep_last=5", recorder]
+    _run([*ddp, "trainer.max_steps=8"], launch_dir, {**env, "GRADREC_LABEL": "a"}, nproc=2)
+    _run([*ddp, "trainer.max_steps=16", "trainer.resume=true"], launch_dir, {**env, "GRADREC_LABEL": "b"}, nproc=2)
     fsdp_dir = launch_dir / "fsdp"
     _run([*COMMON, "data.batch_size=2", f"hydra.run.dir={fsdp_dir}", "trainer.strategy=fsdp", "trainer.max_steps=20",
           f"ckpt_path={ddp_dir / 'checkpoints' / 'step-00000016.pt'}"], launch_dir, env, nproc=2)
@@ -171,8 +170,8 @@ def test_ddp_moe_upcycle_mid_run_keeps_ranks_in_sync(tmp_path: Path) -> None:
     run_dir = tmp_path / "moe"
     _run([*COMMON, "data.batch_size=2", "trainer.max_steps=6", "plugin=[moe]", "+schedule.enable_moe_at_step=3",
           f"hydra.run.dir={run_dir}",
-          f"+plugin.gradrec={{_target_:gradrec.GradRecorder,dump_dir:'{tmp_path}',label:moe}}"],
-         tmp_path, env, nproc=2)
+          f"+plugin.gradrec={{_target_:gradrec.GradRecorder,dump_dir:'{tmp_path}'}}"],
+         tmp_path, {**env, "GRADREC_LABEL": "moe"}, nproc=2)
     r0, r1 = (torch.load(tmp_path / f"moe-rank{r}.pt") for r in (0, 1))
     assert r0["grads"][3].numel() > r0["grads"][2].numel()  # experts and routers from step 3
     for step in range(1, 7):

@@ -272,3 +272,13 @@ def test_config_checks_name_the_new_options(cfg_factory):
     assert validate(cfg_factory("trainer.eval_test=true")) == [
         "trainer.eval_test=true needs a test split: set data.test_fraction (e.g. 0.1)"]
     assert validate(cfg_factory("trainer.eval_tokens=4096", "trainer.eval_batches=null")) == []
+
+
+def test_help_of_the_checkpoint_commands_is_usage_and_exit_0(capsys):
+    from apt.evaluate import main as evaluate_main
+    from apt.export.__main__ import main as export_main
+
+    for main, usage in ((evaluate_main, "usage: python -m apt.evaluate ckpt=<path>"),
+                        (export_main, "usage: python -m apt.export ckpt=<path>")):
+        assert main(["--help"]) == 0
+        assert capsys.readouterr().out.startswith(usage)

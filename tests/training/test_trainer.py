@@ -172,3 +172,32 @@ def test_add_param_group_follows_lr_schedule(cfg_factory):
     assert opt.param_groups[2]["weight_decay"] == 0.0
     tr.lr_schedule.apply(8)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2, 0.2, 0.2])
+
+
+def test_gradient_clipping_is_left_to_plugins_that_declare_it(cfg_factory, tmp_path, monkeypatch):
+    """The trainer asks for the clips_gradients capability, not for a plugin's name."""
+    from apt.plugins import CLIPS_GRADIENTS
+
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    class Clipper(Plugin):
+        capabilities = frozenset({CLIPS_GRADIENTS})
+
+        def get_name(self):
+            return "my_clipper"
+
+    class NamedLikeIt(Plugin):  # the built-in's name, but it clips nothing and declares nothing
+        def get_name(self):
+            return "gradient_clipping"
+
+    for name, cls, expected in (("my_clipper", Clipper, 0), ("gradient_clipping", NamedLikeIt, 3)):
+        pm = new_plugin_manager(strict=True)
+        pm.register_plugin(name, cls, override=True)
+        calls.clear()
+        out = tmp_path / name
+        out.mkdir()
+        run(cfg_factory(f"+plugin.{name}={{}}", "trainer.max_steps=3", "trainer.threads=1"), out_dir=out,
+            plugin_manager=pm)
+        assert len(calls) == expected, name

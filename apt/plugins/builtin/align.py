@@ -225,7 +225,7 @@ class AlignPlugin(Plugin):
             teacher_out = t_logits
         loss = alignment_loss(student_out, teacher_out, metric=self.metric, tau=self.tau)
         trainer.add_loss("align", alpha * loss)
-        self._sum = loss.detach() if self._sum is None else self._sum + loss.detach()
+        self._sum = loss.detach() if self._sum is None else self._sum.to(loss.device) + loss.detach()
         self._count += 1
 
     def on_optimizer_step(self, model: nn.Module | None = None, **kwargs: Any) -> None:
@@ -247,9 +247,12 @@ class AlignPlugin(Plugin):
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The teacher's full state dict (buffers such as router temperatures included)."""
+        """The teacher's full state dict (buffers such as router temperatures included), and
+        this epoch's loss sum so far (``align/loss`` is a mean over the whole epoch)."""
         teacher = self.teacher.module.state_dict() if self.teacher is not None else self._pending
-        return {"teacher": teacher, "updates": self.updates, "snapshot_step": self.snapshot_step}
+        return {"teacher": teacher, "updates": self.updates, "snapshot_step": self.snapshot_step,
+                "epoch_sum": self._sum.detach().cpu() if self._sum is not None else None,
+                "epoch_batches": self._count}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Keep the teacher's state until the model exists; loaded at the first batch."""
@@ -257,6 +260,7 @@ class AlignPlugin(Plugin):
         self.snapshot_step = state.get("snapshot_step")
         self._pending = state.get("teacher")
         self.teacher = None
+        self._sum, self._count = state.get("epoch_sum"), int(state.get("epoch_batches", 0))
 
 
 def _layout_of(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:

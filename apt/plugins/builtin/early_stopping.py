@@ -73,10 +73,13 @@ class EarlyStoppingPlugin(Plugin):
             self.wait += 1
         if self.wait >= self.patience and not self.should_stop:
             self.should_stop = True
-            if trainer is not None:
+            reason = (f"early_stopping: no improvement in {self.monitor} for {self.patience} validations "
+                      f"(best {self.best_loss:.4g})")
+            if hasattr(trainer, "request_stop"):  # APT's trainer: the summary says why it stopped
+                trainer.request_stop(reason)
+            elif trainer is not None:
                 trainer.should_stop = True
-            log.info("Early stopping: no improvement in %s for %d validations (best %.4g)",
-                     self.monitor, self.patience, self.best_loss)
+            log.info("%s", reason)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "wait": self.wait, "should_stop": self.should_stop}

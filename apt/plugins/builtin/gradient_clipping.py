@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from apt.plugins.base import Plugin
+from apt.plugins.base import CLIPS_GRADIENTS, Plugin
 
 __all__ = ["GradientClippingOptions", "GradientClippingPlugin"]
 
@@ -29,6 +29,7 @@ class GradientClippingPlugin(Plugin):
     """Clip gradients during training (options: :class:`GradientClippingOptions`)."""
 
     Options = GradientClippingOptions
+    capabilities = frozenset({CLIPS_GRADIENTS})  # the trainer leaves trainer.grad_clip to it
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -92,6 +92,7 @@ class MoEPlugin(Plugin):
         self._handles: list[Any] = []
         self._counting = True
         self._delta_unlogged = False
+        self._saved_load: list[torch.Tensor] = []
 
     def get_name(self) -> str:
         return "moe"
@@ -180,23 +181,38 @@ class MoEPlugin(Plugin):
     def upcycle(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                 noise: float | None = None, epoch: int | None = None, step: int | None = None) -> None:
         """Turn ``model``'s dense FFNs into MoE layers and move ``optimizer`` over."""
-        from apt.moe import add_upcycled_params, upcycle_model
+        from apt.moe import add_upcycled_params
+
+        replaced = self._upcycle(model, self.options.noise if noise is None else noise)
+        if optimizer is not None:
+            add_upcycled_params(optimizer, replaced, copy_state=self.options.copy_optimizer_state)
+        self.upcycled = True
+        self.upcycled_at = {"epoch": epoch, "step": step}
+        self._watch(model)
+        log.info("moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s, step %s",
+                 len(self._dense), self.options.num_experts, self.options.top_k, epoch, step)
+
+    def _upcycle(self, model: nn.Module, noise: float) -> Any:
+        from apt.moe import upcycle_model
 
         o = self.options
         self.check_router()
         layers = list(o.layers) if o.layers is not None else None
         blocks = range(len(model.blocks)) if layers is None else layers
         self._dense = {i: model.blocks[i].ffn for i in blocks}
-        replaced = upcycle_model(model, self._make_router, num_experts=o.num_experts, top_k=o.top_k,
-                                 capacity_factor=o.capacity_factor, noise=o.noise if noise is None else noise,
-                                 layers=layers, seed=o.seed)
-        if optimizer is not None:
-            add_upcycled_params(optimizer, replaced, copy_state=o.copy_optimizer_state)
-        self.upcycled = True
-        self.upcycled_at = {"epoch": epoch, "step": step}
-        self._watch(model)
-        log.info("moe: upcycled %d FFN(s) to %d experts (top_k=%d) at epoch %s, step %s",
-                 len(self._dense), o.num_experts, o.top_k, epoch, step)
+        return upcycle_model(model, self._make_router, num_experts=o.num_experts, top_k=o.top_k,
+                             capacity_factor=o.capacity_factor, noise=noise, layers=layers, seed=o.seed)
+
+    @classmethod
+    def restore_structure(cls, model: nn.Module, *, options: Mapping[str, Any], state: Mapping[str, Any],
+                          registry: Any) -> None:
+        """Upcycle a freshly built dense model to the checkpoint's MoE layout (its weights come next)."""
+        if not state.get("upcycled"):
+            return
+        plugin = cls(options)
+        plugin.load_state_dict(state)  # refuses a layout other than the options'
+        plugin.registry = registry
+        plugin._upcycle(model, noise=0.0)
 
     def _watch(self, model: nn.Module) -> None:
         """Count expert assignments per layer on the device (no per-step host sync)."""
@@ -210,6 +226,9 @@ class MoEPlugin(Plugin):
         layers = [m for m in model.modules() if isinstance(m, MoELayer)]
         self._load = [torch.zeros(m.num_experts, dtype=torch.int64, device=next(m.parameters()).device)
                       for m in layers]
+        for counts, saved in zip(self._load, self._saved_load, strict=False):  # counts of a resumed epoch
+            counts.copy_(saved)
+        self._saved_load = []
         for slot, layer in enumerate(layers):
             self._routers.append(layer.router)
             self._handles.append(layer.router.register_forward_hook(self._count_hook(slot)))
@@ -304,7 +323,7 @@ class MoEPlugin(Plugin):
 
     def _acc(self, key: str, value: torch.Tensor, scale: float = 1.0) -> None:
         v = value.float() * scale
-        self._sums[key] = self._sums[key] + v if key in self._sums else v
+        self._sums[key] = self._sums[key].to(v.device) + v if key in self._sums else v
 
     @staticmethod
     def _moe_layers(model: nn.Module) -> list[MoELayer]:
@@ -356,8 +375,12 @@ class MoEPlugin(Plugin):
         return {"num_experts": self.num_experts, "top_k": self.top_k, "layers": self.layers}
 
     def state_dict(self) -> dict[str, Any]:
+        """The layout, and this epoch's statistics so far (a run resumed mid-epoch logs the
+        epoch's means over all of its batches, as an uninterrupted run does)."""
         return {"upcycled": self.upcycled, "upcycled_at": dict(self.upcycled_at), "layout": self._layout(),
-                "upcycle_loss_delta": self.upcycle_loss_delta}
+                "upcycle_loss_delta": self.upcycle_loss_delta, "delta_unlogged": self._delta_unlogged,
+                "epoch_sums": {k: v.detach().cpu() for k, v in self._sums.items()}, "epoch_batches": self._n,
+                "epoch_load": [c.cpu() for c in self._load]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         layout = state.get("layout", {})
@@ -366,3 +389,6 @@ class MoEPlugin(Plugin):
         self.upcycled = bool(state.get("upcycled", False))
         self.upcycled_at = dict(state.get("upcycled_at") or {})
         self.upcycle_loss_delta = state.get("upcycle_loss_delta")
+        self._delta_unlogged = bool(state.get("delta_unlogged", False))
+        self._sums, self._n = dict(state.get("epoch_sums", {})), int(state.get("epoch_batches", 0))
+        self._saved_load = list(state.get("epoch_load", []))  # into the counters once the layers exist

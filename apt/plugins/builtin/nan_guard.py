@@ -1,10 +1,15 @@
 """``nan_guard``: skip optimizer steps whose loss (or gradients) are not finite.
 
 One overflow or a bad batch should not poison the weights: the guard drops that step's
-gradients before ``optimizer.step()`` (parameters without a gradient are not updated, and
-their optimizer moments are left alone), counts it, and after ``max_skips`` such steps
-saves a checkpoint of the last good weights and stops the run with a message that says
-what happened. The check costs one host sync per step (two with ``check_grads``).
+update (``trainer.skip_step``: no optimizer step, the moments are left alone), counts it,
+and after ``max_skips`` such steps puts back the weights that last gave a finite loss,
+saves them as the run's checkpoint and stops the run with a message that says what
+happened. Those are the weights a finite loss was computed with, not merely finite ones:
+weights blown up to 1e20 are finite, but every loss after them is not.
+
+Cost: one host sync per step (two with ``check_grads``), and one copy of the weights on the
+device, refreshed every step whose loss is finite. The copy is not checkpointed: after a
+resume the guard knows the last finite weights from the first finite step on.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class NaNGuardPlugin(Plugin):
         self.skipped_steps: list[int] = []
         self._finite: torch.Tensor | None = None  # AND over this step's micro-batch losses
         self._bad = False
+        self._good: dict[str, torch.Tensor] | None = None  # weights of the newest finite loss
+        self._good_step: int | None = None
 
     def get_name(self) -> str:
         return "nan_guard"
@@ -65,9 +72,8 @@ class NaNGuardPlugin(Plugin):
             ok = torch.isfinite(loss.detach()).all()
             self._finite = ok if self._finite is None else self._finite & ok
 
-    def on_backward_end(
-        self, model: torch.nn.Module | None = None, step: int | None = None, **kwargs: Any
-    ) -> None:
+    def on_backward_end(self, model: torch.nn.Module | None = None, step: int | None = None,
+                        trainer: Any = None, **kwargs: Any) -> None:
         import torch
 
         finite = bool(self._finite) if self._finite is not None else True
@@ -78,11 +84,33 @@ class NaNGuardPlugin(Plugin):
                 norms = torch.stack(torch._foreach_norm(grads))
                 finite = bool(torch.isfinite(norms).all())
         self._bad = not finite
-        if self._bad and model is not None:
+        if model is None:
+            return
+        if finite:
+            self._remember(model, step)
+        elif trainer is not None and hasattr(trainer, "skip_step"):
+            trainer.skip_step("nan_guard: non-finite loss")
+        else:  # a loop of one's own: optimizer.step() leaves parameters without a gradient alone
             for p in model.parameters():
-                p.grad = None  # optimizer.step() leaves these parameters untouched
+                p.grad = None
 
-    def on_step_end(self, step: int | None = None, trainer: Any = None, **kwargs: Any) -> None:
+    def _remember(self, model: torch.nn.Module, step: int | None) -> None:
+        """Copy the weights this step's finite loss was computed with (before its update)."""
+        import torch
+
+        current = model.state_dict()
+        same = self._good is not None and self._good.keys() == current.keys() and all(
+            self._good[k].shape == v.shape for k, v in current.items())
+        with torch.no_grad():
+            if same:
+                for k, v in current.items():
+                    self._good[k].copy_(v)
+            else:  # first step, or the layout changed (moe upcycling)
+                self._good = {k: v.detach().clone() for k, v in current.items()}
+        self._good_step = step
+
+    def on_step_end(self, step: int | None = None, trainer: Any = None, model: torch.nn.Module | None = None,
+                    **kwargs: Any) -> None:
         if not self._bad:
             return
         self._bad = False
@@ -100,8 +128,11 @@ class NaNGuardPlugin(Plugin):
         trainer.log_metric("nan_guard/skipped", self.skipped)
         if self.skipped >= self.max_skips:
             where = ""
-            if getattr(trainer, "checkpoints", None) is not None:
-                where = f"; weights of the last good step saved to {trainer.save()}"
+            if self._good is not None and model is not None:
+                model.load_state_dict(self._good)
+                where = f"; the weights step {self._good_step}'s finite loss was computed with are restored"
+                if getattr(trainer, "checkpoints", None) is not None:
+                    where += f" and saved to {trainer.save()}"
             reason = (
                 f"nan_guard: {self.skipped} steps had a non-finite loss (steps "
                 f"{self.skipped_steps[-5:]}...); stopping{where}. Lower the learning rate, "
