@@ -2,7 +2,8 @@
 
 One part of the :class:`~apt.training.trainer.Trainer` (with :mod:`.progress`,
 :mod:`.window` and :mod:`.checkpointing`). A row closes the metrics window every
-``log_every`` steps, at the end of each epoch and of the run. An evaluation at a step whose
+``log_every`` steps, at each evaluation (so every val loss is in the file), at the end of
+each epoch and of the run. An evaluation at a step whose
 row is already written adds its columns to that row, and values plugins log in
 ``on_epoch_end`` describe the epoch just ended, so they go into its last row: the rows of a
 run do not depend on where it was paused and resumed.

@@ -26,8 +26,8 @@ schedule, epoch, step`` go with every event)::
                 clip to trainer.grad_clip (unless an enabled plugin declares clips_gradients)
                 optimizer.step(); on_optimizer_step(optimizer)
             on_step_end(step, loss)                   loss: the detached total, mean over micro-batches
-            every log_every: metrics.csv row, progress bar
             every eval_every: on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
+            every log_every, and after each evaluation: metrics.csv row, progress bar
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
             stop if trainer.should_stop or a plugin's should_stop (the run ends), or
                  SIGINT/SIGTERM (the run pauses: see below)
@@ -354,7 +354,7 @@ class Trainer:
         c, step = self.config, self.step
         if step % c.eval_every == 0:
             self.validate(final=step >= self.max_steps)
-        if step % c.log_every == 0:
+        if step % c.log_every == 0 or self.progress.last_val_step == step:  # every val loss gets its row
             rows.record(self)
             if bar is not None:
                 bar.set_postfix(loss=f"{self.metrics.get('train_loss', math.nan):.4f}",

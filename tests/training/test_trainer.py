@@ -201,3 +201,17 @@ def test_gradient_clipping_is_left_to_plugins_that_declare_it(cfg_factory, tmp_p
         run(cfg_factory(f"+plugin.{name}={{}}", "trainer.max_steps=3", "trainer.threads=1"), out_dir=out,
             plugin_manager=pm)
         assert len(calls) == expected, name
+
+
+def test_every_evaluation_has_its_metrics_row(cfg_factory, tmp_path):
+    """An evaluation off the log_every grid still gets a row: no val loss goes unrecorded."""
+    import csv
+
+    cfg = cfg_factory("trainer.max_steps=6", "trainer.eval_every=3", "trainer.log_every=2")
+    out = tmp_path / "o"
+    run(cfg, out_dir=out)
+    with (out / "metrics.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [3, 6]
+    assert all(r["train_loss"] for r in rows)  # each row closes its own window of steps
