@@ -94,8 +94,11 @@ class OptimConfig:
     weight_decay: float = 0.1  # applied to matrices (>= 2-D), never to norms/biases
     fused: bool | None = None  # None: fused kernels where torch has them for the device
     warmup_steps: int = 100
-    decay: str = "cosine"  # cosine | linear | constant
+    decay: str = "cosine"  # cosine | linear | constant | wsd
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
+    cooldown_fraction: float | None = None  # wsd: share of the steps spent decaying; None: 0.2
+    # more optimizers: name -> {params: <selector>, optimizer: <_partial_ target>, weight_decay}
+    parts: Any = field(default_factory=dict)
 
 
 def register_configs() -> None:

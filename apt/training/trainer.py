@@ -72,10 +72,11 @@ import torch
 from apt.core.config import to_plain
 from apt.data.loader import BatchLoader
 from apt.modeling.auxiliary import collect_aux_losses
+from apt.optim.factory import add_params
 from apt.training.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from apt.training.distributed import DistContext, no_sync
 from apt.training.evaluation import EvalResult, Evaluator, autocast_dtype, parse_eval_tokens
-from apt.training.lr import WarmupCosine, split_decay
+from apt.training.lr import WarmupCosine
 from apt.training.metrics import MetricsLogger, logging_redirect, plot_losses, progress_bar
 from apt.training.schema import TrainerConfig
 from apt.training.signals import install_stop_handlers
@@ -108,7 +109,7 @@ class Trainer:
         self.config = _trainer_config(config)
         self.dist = dist or DistContext()
         self.model = model
-        self.forward_model = forward_model or model  # e.g. the torch.compile'd module
+        self.forward_model = model if forward_model is None else forward_model  # e.g. torch.compile(model)
         self.optimizer = optimizer
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -184,15 +185,10 @@ class Trainer:
 
         Matrices get the configured weight decay, vectors none (as at the start); ``options``
         override group settings. The new groups' lr follows the warmup/cosine factor of the
-        current step, so the LR schedule is unchanged.
+        current step, so the LR schedule is unchanged. With several optimizers
+        (``optim.parts``) each parameter goes to its part (:func:`apt.optim.add_params`).
         """
-        base = self.optimizer.param_groups[0]
-        base_lr = base.get("initial_lr", base["lr"])
-        wd = max((g.get("weight_decay", 0.0) for g in self.optimizer.param_groups), default=0.0)
-        for group in split_decay(params, wd):
-            group.update({"initial_lr": base_lr, **options})
-            group["lr"] = group["initial_lr"] * self.lr_schedule.factor(max(self.step, 0))
-            self.optimizer.add_param_group(group)
+        add_params(self.optimizer, params, lr_factor=self.lr_schedule.factor(max(self.step, 0)), **options)
 
     def request_stop(self, reason: str = "requested") -> None:
         self.should_stop = True
