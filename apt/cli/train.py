@@ -55,10 +55,10 @@ def missing_extras(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Check the command line, then hand it to Hydra; returns the exit status."""
-    from apt.training.distributed import worker_hydra_overrides
+    from apt.training import distributed
 
     args = list(sys.argv[1:] if argv is None else argv)
-    args += worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
+    args += distributed.worker_hydra_overrides()  # under torchrun, rank 0 alone writes a run directory
     try:
         problems = missing_extras(args)
         if problems:
@@ -69,5 +69,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         report(exc)
         return CONFIG_ERROR_EXIT
     sys.argv = [prog or sys.argv[0], *args]
+    worker = distributed.env_world_size() > 1
+    distributed.leave_by_exit(worker)
     task()
+    if worker:  # the run is complete: end without torch's C++ teardown (exit_worker says why)
+        distributed.exit_worker(0)
     return 0

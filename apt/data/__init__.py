@@ -7,8 +7,7 @@ imported on first use so that config checks never import torch.
 
 from __future__ import annotations
 
-from typing import Any
-
+from apt.core.lazy import lazy_attributes
 from apt.data.dataset import DATASETS, TokenData, default_cache_dir, load_dataset
 from apt.data.errors import DataError
 from apt.data.tokenizers import (
@@ -41,9 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "BatchLoader":
-        from apt.data.loader import BatchLoader
-
-        return BatchLoader
-    raise AttributeError(f"module 'apt.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"BatchLoader": "apt.data.loader"})

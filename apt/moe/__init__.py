@@ -18,8 +18,7 @@ not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from apt.core.lazy import lazy_attributes
 
 __all__ = [
     "ExpertList",
@@ -62,7 +61,4 @@ _LOCATIONS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LOCATIONS:
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    raise AttributeError(f"module 'apt.moe' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LOCATIONS)

@@ -16,6 +16,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from apt.core.lazy import lazy_attributes
 from apt.core.provider import AttentionProvider
 from apt.providers.options import DeclaredOptions
 
@@ -33,11 +34,8 @@ __all__ = [
 _LAYERS = "apt.providers.layers.attention"
 
 
-def __getattr__(name: str) -> Any:
-    """The layer classes, imported on first access (they need torch)."""
-    if name in ("AutopoieticAttention", "CausalSelfAttention", "NaiveCausalSelfAttention"):
-        return getattr(importlib.import_module(_LAYERS), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(
+    ("AutopoieticAttention", "CausalSelfAttention", "NaiveCausalSelfAttention"), _LAYERS))
 
 
 class BuiltinAttentionProvider(DeclaredOptions, AttentionProvider):

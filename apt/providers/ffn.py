@@ -7,10 +7,10 @@ works, lazily).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from apt.core.lazy import lazy_attributes
 from apt.core.provider import FFNProvider
 from apt.providers.options import DeclaredOptions
 
@@ -27,11 +27,7 @@ _LAYERS = "apt.providers.layers.ffn"
 ACTIVATION_NAMES: tuple[str, ...] = ("gelu", "gelu_tanh", "relu", "silu")
 
 
-def __getattr__(name: str) -> Any:
-    """The layer classes and activation table, imported on first access (they need torch)."""
-    if name in ("ACTIVATIONS", "MLP", "SwiGLU"):
-        return getattr(importlib.import_module(_LAYERS), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(("ACTIVATIONS", "MLP", "SwiGLU"), _LAYERS))
 
 
 class BuiltinFFNProvider(DeclaredOptions, FFNProvider):

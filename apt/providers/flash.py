@@ -16,10 +16,10 @@ units, which are exact but slow, and their kernels take minutes to compile the f
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from apt.core.lazy import lazy_attributes
 from apt.providers.attention import BuiltinAttentionProvider
 
 # FlashCausalSelfAttention is reachable here too, lazily (__getattr__).
@@ -29,11 +29,7 @@ __all__ = ["FLASH_HEAD_DIMS", "FlashAttentionProvider", "dropout_error"]
 FLASH_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
 
 
-def __getattr__(name: str) -> Any:
-    """The layer class, imported on first access (it needs torch)."""
-    if name == "FlashCausalSelfAttention":
-        return importlib.import_module("apt.providers.layers.flash").FlashCausalSelfAttention
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"FlashCausalSelfAttention": "apt.providers.layers.flash"})
 
 
 def dropout_error(dropout: float) -> ValueError:

@@ -15,10 +15,10 @@ updated by this provider's own ``router_config`` option) to
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from apt.core.lazy import lazy_attributes
 from apt.core.provider import FFNProvider
 from apt.core.registry import Registry
 from apt.modeling.selection import call_provider
@@ -31,11 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["MoEProvider"]
 
 
-def __getattr__(name: str) -> Any:
-    """The layer, imported on first access (it needs torch)."""
-    if name == "MoELayer":
-        return importlib.import_module("apt.moe.layer").MoELayer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"MoELayer": "apt.moe.layer"})
 
 
 class MoEProvider(DeclaredOptions, FFNProvider):

@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from apt.core.lazy import lazy_attributes
 from apt.core.provider import RouterProvider
 from apt.moe.router_args import check_router_args, check_top1, weights_sum_to_one
 from apt.providers.options import DeclaredOptions
@@ -29,11 +30,8 @@ _ROUTING = "apt.moe.routing"
 _TOPK, _SWITCH = f"{_ROUTING}:TopKRouter", f"{_ROUTING}:SwitchRouter"
 
 
-def __getattr__(name: str) -> Any:
-    """The routers and their losses, imported on first access (they need torch)."""
-    if name in ("RouterOutput", "SwitchRouter", "TopKRouter", "balance_loss", "z_loss"):
-        return getattr(importlib.import_module(_ROUTING), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(
+    ("RouterOutput", "SwitchRouter", "TopKRouter", "balance_loss", "z_loss"), _ROUTING))
 
 
 class TopKRouterProvider(DeclaredOptions, RouterProvider):

@@ -6,8 +6,7 @@ does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from apt.core.lazy import lazy_attributes
 
 __all__ = [
     "CheckpointError",
@@ -26,7 +25,4 @@ _LOCATIONS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LOCATIONS:
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    raise AttributeError(f"module 'apt.training' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LOCATIONS)

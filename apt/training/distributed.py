@@ -32,9 +32,10 @@ import contextlib
 import datetime
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +48,8 @@ __all__ = [
     "ShardedModel",
     "backend_for",
     "env_world_size",
+    "exit_worker",
+    "leave_by_exit",
     "no_sync",
     "setup",
     "teardown",
@@ -56,6 +59,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("ddp", "fsdp")
+
+#: Set by :func:`leave_by_exit`: a finished run keeps its process group, the process ends next.
+_LEAVE_BY_EXIT = False
 
 
 def env_world_size(env: Mapping[str, str] | None = None) -> int:
@@ -173,19 +179,55 @@ def setup(device: str, strategy: str = "ddp", timeout_s: float = 1800.0) -> Dist
 def teardown(ctx: DistContext, *, finished: bool = False) -> None:
     """Leave the process group.
 
-    After a run that ``finished``, every rank waits at a barrier first: a rank that tore
-    its gloo connections down while a peer was still using them (rank 0 writing the
-    summary) was seen to abort in C++ ("terminate called without an active exception")
-    on a loaded machine. A rank leaving on an exception skips the barrier and exits at
-    once (so torchrun stops the others) instead of waiting for peers that are blocked in
-    another collective.
+    After a run that ``finished``, every rank waits at a barrier first, so no rank leaves
+    while a peer is still in a collective. A process that ends right after the run
+    (:func:`leave_by_exit`, set by train.py under torchrun) stops there: it keeps the group
+    and :func:`exit_worker` ends it, so no C++ teardown runs at all (see there why). Otherwise
+    the group is destroyed, so a library caller can start another. A rank leaving on an
+    exception skips the barrier and exits at once (so torchrun stops the others) instead of
+    waiting for peers that are blocked in another collective.
     """
     import torch.distributed as dist
 
     if ctx.enabled and dist.is_initialized():
         if finished:
             dist.barrier()
+            if _LEAVE_BY_EXIT:
+                return
         dist.destroy_process_group()
+
+
+def leave_by_exit(enabled: bool = True) -> None:
+    """Declare that this process ends when its run finishes (train.py under torchrun).
+
+    :func:`teardown` then leaves the process group to :func:`exit_worker` after the final
+    barrier instead of destroying it.
+    """
+    global _LEAVE_BY_EXIT
+    _LEAVE_BY_EXIT = enabled
+
+
+def exit_worker(status: int = 0) -> NoReturn:
+    """End a torchrun worker whose run is complete, skipping the interpreter's finalization.
+
+    Python's ``atexit`` handlers run (trackers, Hydra), logging and the standard streams are
+    flushed and closed, then ``os._exit``: no C++ static destructors and no garbage
+    collection of torch's process-group objects. That teardown, after a run whose outputs
+    were all written, was seen to abort a rank now and then in CI ("terminate called without
+    an active exception", SIGABRT, with a barrier before ``destroy_process_group``), and
+    torchrun then reports the whole launch as failed. Every collective has completed at the
+    final barrier, so nothing a peer waits for is lost by leaving this way.
+    """
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 class ParallelModel:

@@ -114,6 +114,8 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     rows = _rows(ddp_dir)
     assert [int(r["step"]) for r in rows] == list(range(1, 17))
     assert (ddp_dir / ".hydra" / "config.yaml").is_file() and (ddp_dir / "summary.json").is_file()
+    # the workers end by exit_worker (os._exit): rank 0's log still has its last line
+    assert "summary: params" in (ddp_dir / "train.log").read_text(encoding="utf-8").splitlines()[-1]
 
     # training proceeds, and resumes where it stopped (steps 9.. came from the second launch)
     train = _losses(rows, "train_loss")
@@ -213,6 +215,66 @@ def test_single_process_context_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> N
         model(torch.ones(1, 2)).sum().backward()
     with pytest.raises(ValueError, match=r"trainer.strategy='zero'.*\['ddp', 'fsdp'\]"):
         setup("cpu", strategy="zero")
+
+
+class _FakeDist:
+    """Records what teardown asks of torch.distributed."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def barrier(self) -> None:
+        self.calls.append("barrier")
+
+    def destroy_process_group(self) -> None:
+        self.calls.append("destroy")
+
+
+@pytest.mark.parametrize(("finished", "by_exit", "calls"), [
+    (True, False, ["barrier", "destroy"]),   # a library caller: the group is gone, another may start
+    (True, True, ["barrier"]),               # train.py under torchrun: exit_worker ends the process next
+    (False, True, ["destroy"]),              # an exception: no barrier (peers may be stuck elsewhere)
+    (False, False, ["destroy"]),
+])
+def test_teardown_barrier_and_destroy(monkeypatch: pytest.MonkeyPatch, finished: bool, by_exit: bool,
+                                      calls: list[str]) -> None:
+    import torch.distributed
+
+    from apt.training import distributed
+
+    fake = _FakeDist()
+    for name in ("is_initialized", "barrier", "destroy_process_group"):
+        monkeypatch.setattr(torch.distributed, name, getattr(fake, name))
+    monkeypatch.setattr(distributed, "_LEAVE_BY_EXIT", False)
+    distributed.leave_by_exit(by_exit)
+    distributed.teardown(DistContext(rank=1, world_size=2), finished=finished)
+    assert fake.calls == calls
+    fake.calls.clear()
+    distributed.teardown(DistContext(), finished=finished)  # one process: nothing to leave
+    assert fake.calls == []
+
+
+def test_exit_worker_runs_atexit_and_flushes_before_it_ends(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import atexit, logging, sys
+        from apt.training.distributed import exit_worker
+        logging.basicConfig(filename={str(tmp_path / 'run.log')!r}, level=logging.INFO)
+        atexit.register(lambda: open({str(tmp_path / 'atexit')!r}, "w").write("ran"))
+        logging.getLogger("apt").info("summary: last line")
+        print("buffered stdout", end="")
+        sys.stderr.write("buffered stderr")
+        exit_worker(3)
+        print("not reached")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered stdout" and proc.stderr == "buffered stderr"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "run.log").read_text().endswith("summary: last line\n")
 
 
 def test_loader_shards_are_the_single_process_batches() -> None:
