@@ -10,8 +10,7 @@ import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from apt.core.lazy import lazy_attributes
 
 __all__ = ["DEFAULT_PART", "SELECTORS", "CompositeOptimizer", "ParamRouter", "add_params", "build_optimizer",
            "selects"]
@@ -27,7 +26,4 @@ _LOCATIONS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LOCATIONS:
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    raise AttributeError(f"module 'apt.optim' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LOCATIONS)
