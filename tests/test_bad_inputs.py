@@ -110,6 +110,11 @@ CASES = [
      "weight_decay"),
     ("optim-part-lr", ["optim=muon", "optim.parts.hidden.optimizer.lr=0"],
      "optim.parts.hidden.optimizer.lr must be a positive number, got 0"),
+    ("optim-part-option", ["optim=muon", "+optim.parts.hidden.optimizer.moment=0.9"],
+     "optim.parts.hidden.optimizer.moment: Muon takes no option 'moment' (did you mean 'momentum'?); valid: lr, "
+     "weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn"),
+    ("optim-option", ["+optim.optimizer.beta=0.9"],
+     "optim.optimizer.beta: AdamW takes no option 'beta' (did you mean 'betas'?); valid: lr, betas, eps,"),
     ("optim-part-name", ["optim=muon", "+optim.parts.default={params: vectors}"],
      "optim.parts.default: 'default' is the name of optim.optimizer's part; choose another name"),
     ("optim-parts-fsdp", ["optim=muon", "trainer.strategy=fsdp"],

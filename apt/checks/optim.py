@@ -1,4 +1,5 @@
-"""Checks of ``optim`` beyond the schema's ranges: the WSD cooldown and the optimizer parts.
+"""Checks of ``optim`` beyond the schema's ranges: the WSD cooldown, the optimizer parts, and
+the options each optimizer is given (names its class's ``__init__`` takes, from its source).
 
 ``optim.parts`` (several optimizers acting as one, :mod:`apt.optim`) is a mapping of part
 name -> ``{params: <selector>, optimizer: <_partial_ target>, weight_decay: <float|null>}``;
@@ -11,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from apt.checks.targets import target_problem
+from apt.checks.targets import HYDRA_KEYS, target_keywords, target_problem
 from apt.core.errors import did_you_mean
 from apt.optim.select import DEFAULT_PART, SELECTORS
 
-__all__ = ["PART_KEYS", "optim_problems"]
+__all__ = ["PART_KEYS", "option_problems", "optim_problems"]
 
 #: The keys of one ``optim.parts.<name>`` entry.
 PART_KEYS = ("params", "optimizer", "weight_decay")
@@ -34,6 +35,7 @@ def optim_problems(plain: Mapping[str, Any]) -> list[str]:
         elif o.get("decay") != "wsd":
             problems.append(f"optim.cooldown_fraction={cooldown} applies to optim.decay=wsd only "
                             f"(decay is {o.get('decay')!r})")
+    problems += option_problems("optim.optimizer", o.get("optimizer"))
     parts = o.get("parts")
     if parts is None or parts == {}:
         return problems
@@ -47,6 +49,19 @@ def optim_problems(plain: Mapping[str, Any]) -> list[str]:
         problems.append("optim.parts cannot run with trainer.strategy=fsdp: FSDP shards each matrix across "
                         "ranks, and the parts' optimizers (Muon) need whole matrices; use trainer.strategy=ddp")
     return problems
+
+
+def option_problems(where: str, opt: Any) -> list[str]:
+    """Options of the optimizer node ``opt`` that its class does not take (read from its source)."""
+    if not isinstance(opt, Mapping) or not isinstance(opt.get("_target_"), str):
+        return []
+    target = opt["_target_"]
+    valid = target_keywords(target)
+    if valid is None:  # the source cannot tell: the build reports what the class refuses
+        return []
+    short = target.rpartition(".")[2]
+    return [f"{where}.{k}: {short} takes no option {k!r}{did_you_mean(str(k), valid)}; valid: {', '.join(valid)}"
+            for k in opt if k not in HYDRA_KEYS and k not in valid]
 
 
 def _part_problems(name: str, part: Any) -> list[str]:
@@ -74,6 +89,8 @@ def _part_problems(name: str, part: Any) -> list[str]:
         lr = opt.get("lr")
         if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0):
             problems.append(f"{where}.optimizer.lr must be a positive number, got {lr!r}")
+        if not bad_target:
+            problems += option_problems(f"{where}.optimizer", opt)
     wd = part.get("weight_decay")
     if wd is not None and (not isinstance(wd, int | float) or isinstance(wd, bool) or not wd >= 0):
         problems.append(f"{where}.weight_decay must be a number >= 0 (or null: optim.weight_decay), got {wd!r}")
