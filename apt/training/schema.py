@@ -65,7 +65,7 @@ class TrainerConfig:
     steps_per_epoch: int | None = None  # None: one pass over the training tokens
     grad_accum: int = 1
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    eval_every: int = 200  # steps; also at the end of every epoch and of training
+    eval_every: int | None = 200  # steps; also at the end of every epoch and of training; None: only those
     eval_tokens: Any = "all"  # final evaluation: "all" (whole val split) or a token budget
     eval_batches: int | None = 20  # periodic evaluations: batches of fixed val windows; None: eval_tokens
     eval_test: bool = False  # also score the test split (data.test_fraction > 0) after training

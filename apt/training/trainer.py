@@ -27,7 +27,7 @@ schedule, epoch, step`` go with every event)::
             on_optimizer_step(optimizer)
             on_step_end(step, loss)                   loss: the detached total, mean over micro-batches
             every log_every: metrics.csv row, progress bar
-            every eval_every: on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
+            every eval_every (unless null): on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
             stop if trainer.should_stop, a plugin's should_stop, or SIGINT/SIGTERM
         (eval if eval_on_epoch_end and not just done); on_epoch_end(epoch, metrics)
@@ -334,7 +334,7 @@ class Trainer:
     def _after_step(self, bar: Any) -> None:
         c = self.config
         step = self.step
-        if step % c.eval_every == 0:
+        if c.eval_every and step % c.eval_every == 0:
             self.validate(final=step >= self.max_steps)
         if step % self.log_every == 0:
             self._record()
