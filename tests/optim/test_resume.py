@@ -70,6 +70,7 @@ def test_the_upcycle_gives_muon_the_expert_matrices_and_adamw_the_rest(full):
     assert [r["step"] for r in rows if r["moe_dropped_frac"]] == ["3", "4", "5", "6"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ckpt_step", [2, 4])  # before the upcycle at step 3 (it happens in the resumed run), after it
 def test_resume_across_the_upcycle_equals_the_uninterrupted_run(full, ckpt_step):
     tmp, rows = full

@@ -76,6 +76,7 @@ def test_bad_arguments_are_one_error_line(capsys, tmp_path):
     assert "--pairs must be >= 1, got 0" in err and "none.txt is not a file" in err
 
 
+@pytest.mark.slow
 @needs_anchor
 def test_one_short_pair_end_to_end(text, tmp_path, capsys):
     assert bench.main(["--pairs", "1", "--steps", "3", "--threads", "1", "--data", str(text),
