@@ -58,13 +58,14 @@ def test_commands_keep_the_readme_config_and_shorten_only_the_length():
 
 
 def test_table_reports_each_pair_and_the_medians(capsys):
-    rows = [{"arm": a, "pair": i, "wall": w, "cpu": w, "load": 1.0, "loss": loss, "se": 0.01, "step": 10}
+    rows = [{"arm": a, "pair": i, "wall": w, "cpu": w / 2 if a == "fast" else w, "load": 1.0, "loss": loss, "se": 0.01, "step": 10}
             for i, a, w, loss in [(1, "nanogpt", 100.0, 1.90), (1, "fast", 45.0, 1.88),
                                (2, "nanogpt", 80.0, 1.90), (2, "fast", 48.0, 1.89)]]
     assert bench.print_results(rows, ["fast"], 0.5) is False  # ratios 0.45 and 0.60: median 0.525
     out = capsys.readouterr().out
-    assert re.search(r"2\s+fast\s+48\.0 .* 0\.600", out)
-    assert "fast: wall 46.5 s, ratio 0.525, val loss 1.8850 (-0.0150 vs nanoGPT)" in out and "NOT met" in out
+    assert re.search(r"2\s+fast\s+48\.0 .* 0\.600\s+0\.300$", out, re.M)
+    assert "fast: wall 46.5 s, ratio 0.525 (CPU time 0.263), val loss 1.8850 (-0.0150 vs nanoGPT)" in out
+    assert "NOT met" in out
     assert bench.print_results(rows, ["fast"], 0.6) is True
 
 
