@@ -63,6 +63,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     from apt.data import DataError, load_dataset
     from apt.data.loader import BatchLoader
     from apt.modeling import ModelBuilder
+    from apt.optim import build_optimizer
     from apt.plugins import CLIPS_GRADIENTS
     from apt.schedule import Schedule
     from apt.training.distributed import ParallelModel, ShardedModel
@@ -104,7 +105,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     log.info("model %s/%s/%s: %.2fM parameters on %s", builder.attention_name, builder.ffn_name,
              model_cfg.norm, n_params / 1e6, device)
 
-    optimizer = _optimizer(o_cfg, model, device)
+    optimizer = build_optimizer(o_cfg, model, device=device)
     clippers = [p.get_name() for p in pm.with_capability(CLIPS_GRADIENTS)]
     if clippers and t_cfg["grad_clip"] > 0:
         log.info("plugin %s clips gradients; trainer.grad_clip is not applied while it is enabled",
@@ -112,7 +113,8 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     steps_per_epoch, max_steps = run_length(t_cfg, train_loader.batches_per_epoch)
     epochs = t_cfg.get("max_epochs") or math.ceil(max_steps / steps_per_epoch)
     lr_schedule = WarmupCosine(optimizer, warmup_steps=o_cfg["warmup_steps"], total_steps=max_steps,
-                               decay=o_cfg["decay"], min_lr_ratio=o_cfg["min_lr_ratio"])
+                               decay=o_cfg["decay"], min_lr_ratio=o_cfg["min_lr_ratio"],
+                               cooldown_fraction=o_cfg.get("cooldown_fraction"))
     schedule = Schedule(cfg.schedule, max_epochs=epochs, max_steps=max_steps)
     if ctx.enabled and ctx.strategy == "ddp":
         forward_model = ParallelModel(model, ctx, compile=t_cfg["compile"])
@@ -149,29 +151,3 @@ def model_config(cfg: RunConfig, vocab_size: int) -> APTConfig:
         ffn_config=cfg.provider_options["ffn"], router_config=cfg.provider_options["router"] if routes else {},
         plugins=list(cfg.plugins), schedules=cfg.schedule)
 
-
-def _optimizer(o_cfg: dict[str, Any], model: Any, device: str) -> Any:
-    """``optim.optimizer`` (a ``_partial_`` target) called with the decay/no-decay groups."""
-    import inspect
-
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from apt.training.lr import split_decay
-
-    try:
-        factory = instantiate(o_cfg["optimizer"])
-    except InstantiationException as exc:
-        raise ConfigProblems([f"optim.optimizer: {str(exc).splitlines()[0]}"]) from None
-    groups = split_decay(model.parameters(), o_cfg["weight_decay"])
-    kwargs = {}
-    fused = o_cfg.get("fused")
-    func = getattr(factory, "func", factory)
-    if "fused" in inspect.signature(func).parameters and fused is not False:
-        kwargs["fused"] = True if fused or device in ("cuda", "cpu") or device.startswith("cuda") else None
-    try:
-        return factory(groups, **kwargs)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        if not kwargs:
-            raise ConfigProblems([f"optim.optimizer: {exc}"]) from None
-        return factory(groups)  # no fused kernel for this device/dtype

@@ -35,7 +35,7 @@ def test_default_config_is_valid():
     ("trainer.max_steps=0", "trainer.max_steps must be a positive integer, got 0"),
     ("trainer.precision=fp8", "trainer.precision='fp8' is not one of ['auto', 'fp32', 'bf16']"),
     ("trainer.device=tpu", "trainer.device='tpu' is not one of"),
-    ("optim.decay=step", "optim.decay='step' is not one of ['cosine', 'linear', 'constant']"),
+    ("optim.decay=step", "optim.decay='step' is not one of ['cosine', 'linear', 'constant', 'wsd']"),
     ("optim.optimizer.lr=-1", "optim.optimizer.lr must be a positive number, got -1"),
     ("data.task=sort", "data.task='sort' is not one of ['copy', 'cycle', 'markov']"),
     ("data.name=imagenet", "data.name='imagenet' is not one of ['stdlib', 'text', 'synthetic', 'tokens']"),

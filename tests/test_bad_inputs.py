@@ -98,6 +98,27 @@ CASES = [
     ("added-key", ["+trainer.foo=1"], "unknown key trainer.foo; valid keys of trainer:"),
     ("seq-len", ["data.block_size=64", "model.max_seq_len=32"], "data.block_size=64 exceeds model.max_seq_len=32"),
     ("lr", ["optim.optimizer.lr=-1"], "optim.optimizer.lr must be a positive number, got -1"),
+    ("cooldown-not-wsd", ["optim.cooldown_fraction=0.3"],
+     "optim.cooldown_fraction=0.3 applies to optim.decay=wsd only (decay is 'cosine')"),
+    ("cooldown-range", ["optim.decay=wsd", "optim.cooldown_fraction=1.5"],
+     "optim.cooldown_fraction must be in (0, 1] (or null: 0.2), got 1.5"),
+    ("optim-part-selector", ["optim=muon", "optim.parts.hidden.params=hiden_matrices"],
+     "optim.parts.hidden.params='hiden_matrices' is not a parameter selector (did you mean 'hidden_matrices'?); "
+     "valid: hidden_matrices, matrices, embeddings, vectors"),
+    ("optim-part-key", ["optim=muon", "+optim.parts.hidden.weight_decy=0"],
+     "unknown key optim.parts.hidden.weight_decy (did you mean 'weight_decay'?); valid keys: params, optimizer, "
+     "weight_decay"),
+    ("optim-part-lr", ["optim=muon", "optim.parts.hidden.optimizer.lr=0"],
+     "optim.parts.hidden.optimizer.lr must be a positive number, got 0"),
+    ("optim-part-option", ["optim=muon", "+optim.parts.hidden.optimizer.moment=0.9"],
+     "optim.parts.hidden.optimizer.moment: Muon takes no option 'moment' (did you mean 'momentum'?); valid: lr, "
+     "weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn"),
+    ("optim-option", ["+optim.optimizer.beta=0.9"],
+     "optim.optimizer.beta: AdamW takes no option 'beta' (did you mean 'betas'?); valid: lr, betas, eps,"),
+    ("optim-part-name", ["optim=muon", "+optim.parts.default={params: vectors}"],
+     "optim.parts.default: 'default' is the name of optim.optimizer's part; choose another name"),
+    ("optim-parts-fsdp", ["optim=muon", "trainer.strategy=fsdp"],
+     "optim.parts cannot run with trainer.strategy=fsdp: FSDP shards each matrix across ranks"),
     # data, before it is read into memory
     ("empty-file", ["data=text", "data.path={d}/empty.txt"], "data.path='{d}/empty.txt' is empty"),
     ("binary-file", ["data=text", "data.path={d}/binary.bin"], "is not UTF-8 text (byte 0x80 at offset 128)"),
@@ -129,6 +150,9 @@ CASES = [
     ("device", ["trainer.device=cuda"], "trainer.device=cuda but CUDA is not available"),
     ("optimizer", ["optim.optimizer._target_=torch.optim.Adamw"],
      "optim.optimizer._target_='torch.optim.Adamw': module 'torch.optim' has no 'Adamw' (did you mean 'AdamW'?)"),
+    ("optim-part-target", ["optim=muon", "optim.parts.hidden.optimizer._target_=torch.optim.Muonn"],
+     "optim.parts.hidden.optimizer._target_='torch.optim.Muonn': module 'torch.optim' has no 'Muonn' "
+     "(did you mean 'Muon'?)"),
     ("ckpt-text", ["ckpt_path={d}/notes.pt"], "ckpt_path='{d}/notes.pt' is not an APT checkpoint: not a torch.save archive"),
     ("ckpt-missing", ["ckpt_path={d}/none.pt"], "ckpt_path='{d}/none.pt' does not exist"),
     ("run-dir", ["hydra.run.dir={d}/a_file/run"], "the run directory (hydra.run.dir) '{d}/a_file/run' cannot be created"),

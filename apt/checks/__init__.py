@@ -9,9 +9,9 @@ the job), ``python -m apt check`` and every multirun job call it, so their verdi
 
 It checks: section keys and value ranges (:mod:`.values`), the data source and its size
 (:mod:`apt.data.checks`), paths and the device (:mod:`.paths`), the optimizer ``_target_``
-(:mod:`.targets`), plugins with their declared options, dependencies and conflicts
-(:mod:`.plugins`), the schedule's entries, the providers as the builder will call them
-(:mod:`.providers`), and combinations that cannot work together. Nothing here imports
+(:mod:`.targets`) and its parts (:mod:`.optim`), plugins with their declared options,
+dependencies and conflicts (:mod:`.plugins`), the schedule's entries, the providers as the
+builder will call them (:mod:`.providers`), and combinations that cannot work together. Nothing here imports
 torch, except a user's plugin or provider module that does.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from apt.checks.optim import optim_problems
 from apt.checks.paths import (
     checkpoint_path_problem,
     device_problem,
@@ -94,6 +95,7 @@ def check_run(cfg: DictConfig, *, run_dir: str | Path | None = None, plugin_mana
     """
     plain, problems = resolve_sections(cfg)
     problems += value_problems(plain)
+    problems += optim_problems(plain)
     data, trainer = plain.get("data"), plain.get("trainer") or {}
     if data is not None:
         from apt.data.checks import check_data

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from apt.core.errors import did_you_mean
 
-__all__ = ["target_problem"]
+__all__ = ["target_keywords", "target_problem"]
+
+#: Hydra's own keys of a ``_target_`` node, never passed to the target.
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
 
 
 def target_problem(target: str) -> str | None:
@@ -50,6 +53,73 @@ def target_problem(target: str) -> str | None:
     return None  # the target is a module
 
 
+def target_keywords(target: str) -> tuple[str, ...] | None:
+    """The keyword arguments class ``target`` takes after its first (``params``), from its source.
+
+    Follows ``from x import Name`` re-exports (``torch.optim.Muon`` is defined in
+    ``torch.optim._muon``). None where the source cannot tell: not a class defined in Python
+    source, an inherited ``__init__``, or an ``__init__`` that takes ``**kwargs``.
+    """
+    module, _, name = target.replace(":", ".").rpartition(".")
+    for _ in range(4):  # re-export hops
+        tree = _parse(_module_file(module))
+        if tree is None:
+            return None
+        found = _find(tree.body, name)
+        if isinstance(found, ast.ClassDef):
+            return _init_keywords(found)
+        if not isinstance(found, ast.ImportFrom) or found.level or not found.module:
+            return None
+        module = found.module
+        name = next(a.name for a in found.names if (a.asname or a.name) == name)
+    return None
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of dotted ``module``, found on disk without importing it."""
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    origin, locations = Path(spec.origin), [Path(p) for p in (spec.submodule_search_locations or [])]
+    for part in parts[1:]:
+        found = _submodule(locations, part)
+        if found is None:
+            return None
+        origin, locations = found
+    return origin
+
+
+def _parse(origin: Path | None) -> ast.Module | None:
+    if origin is None or origin.suffix != ".py":
+        return None
+    try:
+        return ast.parse(origin.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _find(body: list[ast.stmt], name: str) -> ast.ClassDef | ast.ImportFrom | None:
+    """The top-level class ``name`` of a module, or the ``from ... import`` that binds it."""
+    for node in body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            return node
+    return None
+
+
+def _init_keywords(cls: ast.ClassDef) -> tuple[str, ...] | None:
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    if init is None or init.args.kwarg is not None:
+        return None
+    positional = [a.arg for a in (*init.args.posonlyargs, *init.args.args)][2:]  # self, params
+    return tuple(positional + [a.arg for a in init.args.kwonlyargs])
+
+
 def _submodule(locations: list[Path], name: str) -> tuple[Path, list[Path]] | None:
     for loc in locations:
         if (loc / name / "__init__.py").is_file():
@@ -63,13 +133,8 @@ def _submodule(locations: list[Path], name: str) -> tuple[Path, list[Path]] | No
 
 def _defined_names(origin: Path | None) -> set[str] | None:
     """Top-level names a module's source binds, or None when the source cannot tell."""
-    if origin is None or origin.suffix != ".py":
-        return None
-    try:
-        tree = ast.parse(origin.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return None
-    return _bound(tree.body)
+    tree = _parse(origin)
+    return None if tree is None else _bound(tree.body)
 
 
 def _bound(body: list[ast.stmt]) -> set[str] | None:

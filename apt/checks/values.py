@@ -86,10 +86,10 @@ def value_problems(plain: Mapping[str, Any]) -> list[str]:
     if t:
         if t.get("max_steps") is None and t.get("max_epochs") is None:
             add("set trainer.max_steps or trainer.max_epochs (both are null)")
-        for key in ("max_steps", "max_epochs", "steps_per_epoch", "checkpoint_every", "threads"):
+        for key in ("max_steps", "max_epochs", "steps_per_epoch", "checkpoint_every", "threads", "eval_every"):
             if t.get(key) is not None:
                 _positive_int(t, key, "trainer", problems)
-        for key in ("grad_accum", "eval_every", "log_every", "keep_last"):
+        for key in ("grad_accum", "log_every", "keep_last"):
             _positive_int(t, key, "trainer", problems)
         if t.get("eval_batches") is not None:  # null: periodic evaluations use eval_tokens too
             _positive_int(t, "eval_batches", "trainer", problems)

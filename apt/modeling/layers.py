@@ -51,7 +51,8 @@ def make_norm(kind: str, dim: int, bias: bool = False) -> nn.Module:
 class Rotary(nn.Module):
     """Precomputed rotary tables for one head size (RoFormer, "rotate-half" layout).
 
-    ``cos``/``sin`` are non-persistent buffers, so checkpoints do not carry them and a
+    ``cos``/``sin`` (T, hs/2) and the full-width ``cos2``/``sin2`` (T, hs) that the forward
+    uses are non-persistent buffers, so checkpoints do not carry them and a
     model built with another ``max_seq_len`` can still load the weights.
     """
 
@@ -64,6 +65,8 @@ class Rotary(nn.Module):
         freqs = torch.outer(t, inv_freq)  # (T, hs/2)
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
+        self.register_buffer("cos2", torch.cat((freqs.cos(), freqs.cos()), dim=-1), persistent=False)  # (T, hs)
+        self.register_buffer("sin2", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
         self.max_seq_len = max_seq_len
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,11 +74,19 @@ class Rotary(nn.Module):
         T = q.size(-2)
         if T > self.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds the rotary table size {self.max_seq_len}")
-        cos, sin = self.cos[:T].to(q.dtype), self.sin[:T].to(q.dtype)  # (T, hs/2)
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cos2, sin2 = self.cos2[:T].to(q.dtype), self.sin2[:T].to(q.dtype)  # (T, hs)
+        return _rotate(q, cos2, sin2), _rotate(k, cos2, sin2)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs ``(x[..., i], x[..., i + hs/2])`` by the angles whose cos/sin are given."""
+    """Rotate pairs ``(x[..., i], x[..., i + hs/2])`` by the angles whose cos/sin (..., hs/2) are given."""
+    return _rotate(x, torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1))
+
+
+def _rotate(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """``x * (cos, cos) + (x2, x1) * (-sin, sin)``: 4 kernels, not 7 (a tiny CPU model pays per kernel).
+
+    Bitwise equal to ``(x1 cos - x2 sin, x1 sin + x2 cos)``: negation is exact and addition commutes.
+    """
     x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return x * cos2 + torch.cat((x2, x1), dim=-1) * sin2

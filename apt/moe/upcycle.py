@@ -73,7 +73,7 @@ def upcycle_model(
     return out
 
 
-def add_upcycled_params(optimizer: torch.optim.Optimizer, upcycled: Upcycled, *, copy_state: bool = True) -> int:
+def add_upcycled_params(optimizer: Any, upcycled: Upcycled, *, copy_state: bool = True) -> int:
     """Swap dense parameters for their expert copies inside the optimizer's own groups.
 
     Each expert copy takes the place (and group, so weight decay and LR are unchanged) of
@@ -82,8 +82,24 @@ def add_upcycled_params(optimizer: torch.optim.Optimizer, upcycled: Upcycled, *,
     (matrices decay, vectors do not). The order is deterministic, so an optimizer state
     saved after the upcycle loads into a resumed run's optimizer. Returns the number of
     parameters added.
+
+    With several optimizers (:class:`apt.optim.CompositeOptimizer`) each one swaps the dense
+    parameters it holds, and a router parameter joins a group of the optimizer whose part
+    takes it (the composite's ``route``: e.g. Muon for the router matrix, AdamW for a bias).
     """
-    replaced, added = upcycled.replaced, 0
+    parts = getattr(optimizer, "optimizers", None)
+    if parts is None:
+        return _swap(optimizer, upcycled.replaced, upcycled.routers, copy_state)
+    routed: dict[str, list[nn.Parameter]] = {}
+    for p in upcycled.routers:
+        routed.setdefault(optimizer.route(p), []).append(p)
+    return sum(_swap(opt, upcycled.replaced, routed.get(name, []), copy_state) for name, opt in parts.items())
+
+
+def _swap(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, list[nn.Parameter]],
+          routers: list[nn.Parameter], copy_state: bool) -> int:
+    """:func:`add_upcycled_params` on one torch optimizer, which takes ``routers`` too."""
+    added = 0
     group_of_ndim: dict[bool, dict[str, Any]] = {}
     for group in optimizer.param_groups:
         new_params: list[nn.Parameter] = []
@@ -100,7 +116,7 @@ def add_upcycled_params(optimizer: torch.optim.Optimizer, upcycled: Upcycled, *,
                                           for k, v in old_state.items()}
                 added += 1
         group["params"] = new_params
-    for p in upcycled.routers:
+    for p in routers:
         group = group_of_ndim.get(p.ndim >= 2) or optimizer.param_groups[0]
         group["params"].append(p)
         added += 1

@@ -66,7 +66,7 @@ class TrainerConfig:
     steps_per_epoch: int | None = None  # None: one pass over the training tokens
     grad_accum: int = 1
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    eval_every: int = 200  # steps; also at the end of every epoch and of training
+    eval_every: int | None = 200  # steps; also at the end of every epoch and of training; None: only those
     eval_tokens: Any = "all"  # final evaluation: "all" (whole val split) or a token budget
     eval_batches: int | None = 20  # periodic evaluations: batches of fixed val windows; None: eval_tokens
     eval_test: bool = False  # also score the test split (data.test_fraction > 0) after training
@@ -96,8 +96,11 @@ class OptimConfig:
     weight_decay: float = 0.1  # applied to matrices (>= 2-D), never to norms/biases
     fused: bool | None = None  # None: fused kernels where torch has them for the device
     warmup_steps: int = 100
-    decay: str = "cosine"  # cosine | linear | constant
+    decay: str = "cosine"  # cosine | linear | constant | wsd
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
+    cooldown_fraction: float | None = None  # wsd: share of the steps spent decaying; None: 0.2
+    # more optimizers: name -> {params: <selector>, optimizer: <_partial_ target>, weight_decay}
+    parts: Any = field(default_factory=dict)
 
 
 def trainer_config(config: Any) -> TrainerConfig:

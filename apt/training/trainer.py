@@ -26,7 +26,7 @@ schedule, epoch, step`` go with every event)::
                 clip to trainer.grad_clip (unless an enabled plugin declares clips_gradients)
                 optimizer.step(); on_optimizer_step(optimizer)
             on_step_end(step, loss)                   loss: the detached total, mean over micro-batches
-            every eval_every: on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
+            every eval_every (unless null): on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
             every log_every, and after each evaluation: metrics.csv row, progress bar
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
             stop if trainer.should_stop or a plugin's should_stop (the run ends), or
@@ -71,13 +71,14 @@ import torch
 
 from apt.data.loader import BatchLoader
 from apt.modeling.auxiliary import collect_aux_losses
+from apt.optim.factory import add_params
 from apt.plugins.base import CLIPS_GRADIENTS
 from apt.training import rows
 from apt.training.checkpoint import CheckpointManager, load_checkpoint
 from apt.training.checkpointing import Checkpointing
 from apt.training.distributed import DistContext, no_sync
 from apt.training.evaluation import EvalResult, RunEvaluation, autocast_dtype
-from apt.training.lr import WarmupCosine, split_decay
+from apt.training.lr import WarmupCosine
 from apt.training.metrics import MetricsLogger, logging_redirect, plot_losses, progress_bar
 from apt.training.nonfinite import NonFiniteCheck
 from apt.training.progress import Progress, run_length
@@ -113,7 +114,7 @@ class Trainer:
         self.config = c = trainer_config(config)
         self.dist = dist or DistContext()
         self.model = model
-        self.forward_model = forward_model or model  # e.g. the torch.compile'd module
+        self.forward_model = model if forward_model is None else forward_model  # e.g. torch.compile(model)
         self.optimizer = optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.plugins, self.schedule = plugins, schedule
@@ -179,15 +180,10 @@ class Trainer:
 
         Matrices get the configured weight decay, vectors none (as at the start); ``options``
         override group settings. The new groups' lr follows the warmup/cosine factor of the
-        current step, so the LR schedule is unchanged.
+        current step, so the LR schedule is unchanged. With several optimizers
+        (``optim.parts``) each parameter goes to its part (:func:`apt.optim.add_params`).
         """
-        base = self.optimizer.param_groups[0]
-        base_lr = base.get("initial_lr", base["lr"])
-        wd = max((g.get("weight_decay", 0.0) for g in self.optimizer.param_groups), default=0.0)
-        for group in split_decay(params, wd):
-            group.update({"initial_lr": base_lr, **options})
-            group["lr"] = group["initial_lr"] * self.lr_schedule.factor(max(self.step, 0))
-            self.optimizer.add_param_group(group)
+        add_params(self.optimizer, params, lr_factor=self.lr_schedule.factor(max(self.step, 0)), **options)
 
     def request_stop(self, reason: str = "requested") -> None:
         """End the run after this step (then the final evaluation and checkpoint, as at max_steps)."""
@@ -352,7 +348,7 @@ class Trainer:
 
     def _after_step(self, bar: Any) -> None:
         c, step = self.config, self.step
-        if step % c.eval_every == 0:
+        if c.eval_every and step % c.eval_every == 0:
             self.validate(final=step >= self.max_steps)
         if step % c.log_every == 0 or self.progress.last_val_step == step:  # every val loss gets its row
             rows.record(self)

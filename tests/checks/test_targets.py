@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from apt.checks.targets import target_problem
+from apt.checks.targets import target_keywords, target_problem
 
 
 def test_targets_are_resolved_without_importing_their_package():
-    code = ("import sys\nfrom apt.checks.targets import target_problem as p\n"
+    code = ("import sys\nfrom apt.checks.targets import target_keywords, target_problem as p\n"
             "assert p('torch.optim.AdamW') is None and p('torch.optim.adamw.AdamW') is None\n"
             "assert 'AdamW' in p('torch.optim.Adamw') and \"did you mean 'AdamW'\" in p('torch.optim.Adamw')\n"
             "assert 'torch' not in sys.modules\n")
@@ -32,3 +32,15 @@ def test_what_the_source_cannot_tell_is_left_to_the_import(tmp_path, monkeypatch
     assert target_problem("lazy_mod.Anything") is None  # module __getattr__: unknown, not an error
     assert target_problem("cond_mod.fast") is None  # bound in a try branch
     assert "has no 'slow'" in target_problem("cond_mod.slow")
+
+
+def test_keywords_of_a_class_follow_re_exports_and_stay_unknown_where_the_source_cannot_tell(tmp_path, monkeypatch):
+    assert target_keywords("torch.optim.Muon")[:3] == ("lr", "weight_decay", "momentum")  # torch.optim._muon
+    assert "betas" in target_keywords("torch.optim.AdamW") and "params" not in target_keywords("torch.optim.AdamW")
+    (tmp_path / "kw_mod.py").write_text("class Opt:\n    def __init__(self, params, lr=1, *, beta=2):\n        pass\n"
+                                        "class Loose:\n    def __init__(self, params, **kw):\n        pass\n"
+                                        "class Child(Opt):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert target_keywords("kw_mod.Opt") == ("lr", "beta")
+    assert target_keywords("kw_mod.Loose") is None and target_keywords("kw_mod.Child") is None
+    assert target_keywords("nosuchpkg.Opt") is None

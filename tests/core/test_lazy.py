@@ -22,7 +22,7 @@ def test_a_name_is_imported_from_its_module_when_first_asked():
 
 def test_packages_that_re_export_torch_classes_import_no_torch_until_asked():
     code = ("import sys\n"
-            "import apt.modeling, apt.moe, apt.training, apt.data\n"
+            "import apt.modeling, apt.moe, apt.training, apt.data, apt.optim\n"
             "import apt.providers.attention, apt.providers.ffn, apt.providers.router, apt.providers.moe\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"
             "from apt.providers.ffn import SwiGLU\n"

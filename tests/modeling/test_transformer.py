@@ -168,3 +168,20 @@ def test_dropout_is_active_in_training_only(attention):
     assert not torch.equal(model(idx)[0], model(idx)[0])
     model.eval()
     assert torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_rotary_equals_the_rotate_half_formula_bitwise_values_and_gradients():
+    rot = Rotary(16, 32)
+    q = torch.randn(2, 3, 32, 16, requires_grad=True)
+    k = torch.randn(2, 3, 32, 16, requires_grad=True)
+    cos, sin = rot.cos, rot.sin
+
+    def formula(x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+    got_q, got_k = rot(q, k)
+    assert torch.equal(got_q, formula(q)) and torch.equal(got_k, formula(k))
+    assert torch.equal(apply_rotary(q, cos, sin), formula(q))
+    w = torch.randn_like(got_q)
+    assert torch.equal(torch.autograd.grad((got_q * w).sum(), q)[0], torch.autograd.grad((formula(q) * w).sum(), q)[0])

@@ -87,6 +87,16 @@ def test_event_order_matches_documented_loop(cfg_factory, tmp_path):
     assert [ep for e, ep, _ in rec.events if e == "on_epoch_end"] == [1, 2]
 
 
+def test_eval_every_null_evaluates_only_at_the_end(cfg_factory, tmp_path):
+    cfg = cfg_factory("+plugin.recorder={}", "trainer.max_steps=5", "trainer.eval_every=null",
+                      "trainer.eval_on_epoch_end=false", "trainer.log_every=1")
+    _, rec, out = _run(cfg, tmp_path)
+    assert [st for e, _, st in rec.events if e == "on_validation_begin"] == [5]
+    rows = (out / "metrics.csv").read_text().splitlines()
+    val = rows[0].split(",").index("val_loss")
+    assert [r.split(",")[val] != "" for r in rows[1:]] == [False] * 4 + [True]
+
+
 def test_checkpoint_load_event_fires_on_resume(cfg_factory, tmp_path):
     cfg = cfg_factory("+plugin.recorder={}", "trainer.max_steps=4", "trainer.checkpoint_every=2")
     _, _, out = _run(cfg, tmp_path, name="a")
