@@ -3,6 +3,15 @@
     python scripts/bench_nanogpt.py                                   # 3 pairs: nanoGPT vs shakespeare_fast
     python scripts/bench_nanogpt.py --pairs 5 --presets shakespeare_fast shakespeare_ref
     python scripts/bench_nanogpt.py --pairs 1 --steps 20              # does it run? (numbers mean nothing)
+    python scripts/bench_nanogpt.py --gpu --pairs 1                    # nanoGPT's GPU config (scripts/gpu_train_check.sh)
+
+``--gpu`` compares nanoGPT's shakespeare-char GPU config (its config file as is: 6 x 6 x 384,
+block 256, batch 64, dropout 0.2, bf16, torch.compile, 5000 iterations) with
+``experiment=shakespeare_gpu`` (the same run) and ``shakespeare_gpu_fast``, scored in
+256-character windows on the GPU, and adds per run: median ms per iteration, tokens/s, MFU
+and peak CUDA memory (see :func:`gpu_stats`). ``--scale F`` cuts every run's length (nanoGPT's
+max_iters and each preset's max_steps) by the same factor F. ``--rehearse`` runs the same
+plumbing on the CPU with a 2-layer, 64-dim model and batch 4 (numbers mean nothing).
 
 Arms. nanoGPT (../shared/anchors/nanogpt, run as its own process from a scratch copy of that
 folder, never imported here) with its README's CPU command plus ``--always_save_checkpoint=True``
@@ -41,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
+import re
 import resource
 import shutil
 import statistics
@@ -58,7 +69,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT.parent / "shared" / "anchors" / "nanogpt"
 DATA = Path(os.environ.get("APT_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
-BLOCK = 64  # characters per scored window
+BLOCK = 64  # characters per scored window (the README CPU config's block)
+GPU_BLOCK = 256  # nanoGPT's GPU config's block
+#: Peak dense bf16 tensor throughput used for MFU: H100/H200 SXM, 989.4 TFLOP/s (nanoGPT's
+#: own printout assumes an A100's 312; :func:`gpu_stats` recomputes both arms with this one).
+PEAK_FLOPS = 989.4e12
+#: --rehearse: the GPU plumbing on a CPU, small (nanoGPT flags, then APT overrides).
+REHEARSE_NANOGPT = ["--device=cpu", "--compile=False", "--dtype=float32", "--n_layer=2", "--n_head=2",
+                    "--n_embd=64", "--batch_size=4", "--eval_iters=2", "--log_interval=1"]
+REHEARSE_APT = ["trainer.device=cpu", "trainer.precision=fp32", "trainer.compile=false", "model.num_layers=2",
+                "model.num_heads=2", "model.d_model=64", "data.batch_size=4", "trainer.eval_batches=2",
+                "plugin.throughput.every_n_steps=1"]
 #: The README's CPU command (anchors/nanogpt/README.md), after ``train.py config/train_shakespeare_char.py``.
 NANOGPT_ARGS = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
                 "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
@@ -102,11 +123,14 @@ def prepare_nanogpt(anchor: Path, text_path: Path, workdir: Path) -> Path:
 
 
 # -- scoring (run in its own process per model) ----------------------------------------------
-def score(forward: Any, tokens: np.ndarray, *, model: Any = None, batch_size: int = 32) -> dict[str, Any]:
+def score(forward: Any, tokens: np.ndarray, *, model: Any = None, batch_size: int = 32, block: int = BLOCK,
+          device: str = "cpu") -> dict[str, Any]:
     """Whole-split loss of ``forward(x, y) -> (logits (B, T, V), ...)`` on ``tokens``: APT's evaluator."""
     from apt.training.evaluation import Evaluator
 
-    ev = Evaluator(tokens, block_size=BLOCK, batch_size=batch_size)
+    if model is not None:
+        model.to(device)
+    ev = Evaluator(tokens, block_size=block, batch_size=batch_size, device=device)
     res = ev.run(forward, ev.windows(), model=model).result()
     return {"loss": res.loss, "se": res.se, "tokens": res.tokens}
 
@@ -124,17 +148,19 @@ def load_nanogpt(ckpt: Path, anchor: Path) -> tuple[Any, int]:
     return model, int(state["iter_num"])
 
 
-def score_checkpoint(kind: str, ckpt: Path, tokens: np.ndarray, chars: str, anchor: Path) -> dict[str, Any]:
+def score_checkpoint(kind: str, ckpt: Path, tokens: np.ndarray, chars: str, anchor: Path,
+                     block: int = BLOCK) -> dict[str, Any]:
     """Score one trainer's checkpoint on ``tokens`` after checking it reads them as ``chars``."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "nanogpt":
         model, step = load_nanogpt(ckpt, anchor)
         with open(ckpt.parent.parent / "data" / "shakespeare_char" / "meta.pkl", "rb") as fh:
             itos = pickle.load(fh)["itos"]
         assert "".join(itos[i] for i in range(len(itos))) == chars, "nanoGPT's ids are not the sorted characters"
-        out = score(lambda x, y: model(x, y), tokens, model=model)
+        out = score(lambda x, y: model(x, y), tokens, model=model, block=block, device=device)
         return {**out, "step": step}
     from apt.data import load_dataset
     from apt.loading import load_model
@@ -143,7 +169,7 @@ def score_checkpoint(kind: str, ckpt: Path, tokens: np.ndarray, chars: str, anch
     assert tokenizer.kind == "char" and tokenizer.chars == chars, "APT's ids are not the sorted characters"
     val = np.asarray(load_dataset(state["config"]["data"]).val, dtype=np.int64)
     assert np.array_equal(val, tokens), "APT's val split is not the scored array"
-    return {**score(model, tokens, model=model), "step": int(state["progress"]["step"])}
+    return {**score(model, tokens, model=model, block=block, device=device), "step": int(state["progress"]["step"])}
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -162,46 +188,129 @@ def timed(cmd: list[str], *, cwd: Path, log: Path, threads: int) -> tuple[float,
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def nanogpt_command(steps: int | None, out_dir: Path) -> list[str]:
-    args = list(NANOGPT_ARGS)
+#: --gpu: nanoGPT runs unmodified in a process that reports its peak CUDA memory on exit.
+PEAK_MEMORY_WRAPPER = (
+    "import atexit, runpy, sys, torch\n"
+    "atexit.register(lambda: torch.cuda.is_available() and print("
+    "f'bench: peak_mem_mb {torch.cuda.max_memory_allocated() / 2**20:.1f}', flush=True))\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path('train.py', run_name='__main__')\n"
+)
+
+
+def nanogpt_command(steps: int | None, out_dir: Path, *, gpu: bool = False, rehearse: bool = False) -> list[str]:
+    """nanoGPT's command: the README CPU config, or (``gpu``) its GPU config file as it is."""
+    args = [] if gpu else list(NANOGPT_ARGS)
+    if rehearse:
+        args += REHEARSE_NANOGPT
     if steps is not None:  # a short run: evaluate (and so save) at its last iteration
         args = [a for a in args if not a.startswith(("--max_iters", "--lr_decay_iters"))]
-        args += [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}"]
-    return [sys.executable, "train.py", "config/train_shakespeare_char.py", *args,
-            "--always_save_checkpoint=True", f"--out_dir={out_dir}"]
+        args += [f"--max_iters={steps}", f"--lr_decay_iters={steps}"]
+        if not (gpu and steps % 250 == 0):  # the GPU config's eval_interval stays where it fits
+            args.append(f"--eval_interval={steps}")
+    launcher = [sys.executable, "-c", PEAK_MEMORY_WRAPPER, "train.py"] if gpu else [sys.executable, "train.py"]
+    return [*launcher, "config/train_shakespeare_char.py", *args, "--always_save_checkpoint=True",
+            f"--out_dir={out_dir}"]
 
 
-def apt_command(preset: str, data: Path, threads: int, run_dir: Path, steps: int | None) -> list[str]:
+def apt_command(preset: str, data: Path, threads: int, run_dir: Path, steps: int | None,
+                extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, str(ROOT / "train.py"), f"experiment={preset}", f"data.path={data}",
-           f"trainer.threads={threads}", f"hydra.run.dir={run_dir}"]
+           f"trainer.threads={threads}", f"hydra.run.dir={run_dir}", *extra]
     return cmd + ([f"trainer.max_steps={steps}"] if steps is not None else [])
+
+
+def scaled_steps(preset: str | None, scale: float) -> int:
+    """A run's length cut by ``scale``: nanoGPT's 5000 GPU iterations (``preset`` None) or a preset's max_steps."""
+    if preset is None:  # a multiple of nanoGPT's eval_interval, 250, so its last iteration is saved
+        return max(250, round(5000 * scale / 250) * 250)
+    from apt.compose import compose
+
+    return max(1, round(int(compose([f"experiment={preset}"]).trainer.max_steps) * scale))
+
+
+# -- GPU statistics ---------------------------------------------------------------------------
+NANOGPT_ITER = re.compile(r"^iter (\d+): loss [-\d.naif]+, time ([\d.]+)ms")
+
+
+def flops_per_token(*, layers: int, d_model: int, block: int, vocab: int) -> float:
+    """nanoGPT's estimate (PaLM, appendix B): 6 N + 12 L d T, with N = 12 L d^2 + V d.
+
+    N counts the block matrices (attention 4 d^2, FFN 8 d^2: SwiGLU with d_ff = 8d/3 as well)
+    and the tied embedding; the same N for every arm of one shape, so MFU compares their speed.
+    """
+    n = 12 * layers * d_model**2 + vocab * d_model
+    return 6 * n + 12 * layers * d_model * block
+
+
+def gpu_stats(arm: str, log: Path, run_dir: Path | None, *, tokens_per_iter: int, flops: float) -> dict[str, float]:
+    """Median ms per iteration (compile and the first iterations left out), tokens/s, MFU and
+    peak memory in MiB, from nanoGPT's log or APT's metrics.csv (``plugin=[throughput]``: ms per
+    step over windows of 10 steps, validation excluded). Peak memory is the CUDA allocator's
+    (nanoGPT: read at its exit; nan on a CPU; APT's plugin gives the process RSS there)."""
+    ms: list[float] = []
+    peak = math.nan
+    if arm == "nanogpt":
+        iters: list[tuple[int, float]] = []
+        for line in log.read_text(errors="replace").splitlines():
+            if m := NANOGPT_ITER.match(line):
+                iters.append((int(m.group(1)), float(m.group(2))))
+            elif line.startswith("bench: peak_mem_mb "):
+                peak = float(line.split()[-1])
+        ms = [t for it, t in iters if it > 10] or [t for it, t in iters if it > 0]  # iter 0 compiles
+    else:
+        import csv
+
+        with (run_dir / "metrics.csv").open(encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("throughput/ms_per_step")]
+        ms = [float(r["throughput/ms_per_step"]) for r in rows[1:] or rows]  # the first window compiles
+        if rows:
+            peak = max(float(r["throughput/peak_mem_mb"]) for r in rows)
+    if not ms:
+        raise RuntimeError(f"{arm}: no per-iteration times in {log if arm == 'nanogpt' else run_dir}")
+    ms_iter = statistics.median(ms)
+    tok_s = tokens_per_iter / (ms_iter / 1000)
+    return {"ms_iter": ms_iter, "tokens_s": tok_s, "mfu": flops * tok_s / PEAK_FLOPS, "peak_mb": peak}
 
 
 def run_arm(arm: str, i: int, args: argparse.Namespace, work: Path, nano_dir: Path) -> dict[str, Any]:
     """Train one arm (timed), then score its final model in a separate process (not timed)."""
     load = os.getloadavg()[0]
+    log, run_dir = work / f"{arm}-{i}.log", None
+    steps = args.steps
+    if args.scale is not None:
+        steps = scaled_steps(None if arm == "nanogpt" else arm, args.scale)
     if arm == "nanogpt":
         out = nano_dir / f"out-{i}"  # the scorer finds meta.pkl beside it
-        wall, cpu = timed(nanogpt_command(args.steps, out), cwd=nano_dir, log=work / f"nanogpt-{i}.log",
-                          threads=args.threads)
+        wall, cpu = timed(nanogpt_command(steps, out, gpu=args.gpu, rehearse=args.rehearse), cwd=nano_dir,
+                          log=log, threads=args.threads)
         ckpt, own = out / "ckpt.pt", None
     else:
         run_dir = work / f"{arm}-{i}"
-        wall, cpu = timed(apt_command(arm, args.data, args.threads, run_dir, args.steps), cwd=ROOT,
-                          log=work / f"{arm}-{i}.log", threads=args.threads)
+        extra = (["plugin=[throughput]"] + (REHEARSE_APT if args.rehearse else [])) if args.gpu else []
+        wall, cpu = timed(apt_command(arm, args.data, args.threads, run_dir, steps, extra), cwd=ROOT,
+                          log=log, threads=args.threads)
         summary = json.loads((run_dir / "summary.json").read_text())
         ckpt, own = Path(summary["checkpoint"]), summary["val_loss"]
+    block = GPU_BLOCK if args.gpu else BLOCK
     cmd = [sys.executable, str(Path(__file__).resolve()), "score", "nanogpt" if arm == "nanogpt" else "apt",
-           str(ckpt), str(work / "val.npy"), str(args.anchor)]
+           str(ckpt), str(work / "val.npy"), str(args.anchor), str(block)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"scoring {ckpt} failed:\n{res.stderr[-3000:]}")
     scored = json.loads(res.stdout.strip().splitlines()[-1])
-    if own is not None and abs(own - scored["loss"]) > 1e-5:
+    # the scorer runs in fp32: a bf16 run's own evaluation differs by rounding, not by split
+    tol = 2e-2 if args.gpu and not args.rehearse else 1e-5
+    if own is not None and abs(own - scored["loss"]) > tol:
         raise RuntimeError(f"{arm}: the run's own final val loss {own:.6f} differs from the score "
                            f"{scored['loss']:.6f}: the scorer is not scoring APT's val split")
-    return {"arm": arm, "pair": i, "wall": wall, "cpu": cpu, "load": load, **scored}
+    out = {"arm": arm, "pair": i, "wall": wall, "cpu": cpu, "load": load, **scored}
+    if args.gpu:
+        shape = (2, 64, 4) if args.rehearse else (6, 384, 64)  # layers, d_model, batch
+        flops = flops_per_token(layers=shape[0], d_model=shape[1], block=GPU_BLOCK, vocab=len(args.chars))
+        out.update(gpu_stats(arm, log, run_dir, tokens_per_iter=shape[2] * GPU_BLOCK, flops=flops))
+    return out
 
 
 def print_results(results: list[dict[str, Any]], presets: list[str], goal: float) -> bool:
@@ -210,6 +319,10 @@ def print_results(results: list[dict[str, Any]], presets: list[str], goal: float
           f"{'± se':>7s} {'step':>5s} {'wall / nanoGPT':>14s} {'CPU / nanoGPT':>13s}")
     pairs = sorted({r["pair"] for r in results})
     by = {(r["pair"], r["arm"]): r for r in results}
+    gpu = "ms_iter" in results[0]
+    if gpu:
+        print(f"{'':4s}  {'':22s} {'ms/iter':>8s} {'tokens/s':>10s} {'MFU %':>6s} {'peak MiB':>9s} "
+              f"{'ms/iter / nanoGPT':>17s}")
     for i in pairs:
         base = by[(i, "nanogpt")]
         for arm in ["nanogpt", *presets]:
@@ -217,6 +330,9 @@ def print_results(results: list[dict[str, Any]], presets: list[str], goal: float
             ratio = "" if arm == "nanogpt" else f"{r['wall'] / base['wall']:14.3f} {r['cpu'] / base['cpu']:13.3f}"
             print(f"{i:4d}  {arm:22s} {r['wall']:8.1f} {r['cpu']:8.1f} {r['load']:5.1f} {r['loss']:9.4f} "
                   f"{r['se']:7.4f} {r['step']:5d} {ratio}")
+            if gpu:
+                print(f"{'':4s}  {'':22s} {r['ms_iter']:8.2f} {r['tokens_s']:10.0f} {100 * r['mfu']:6.2f} "
+                      f"{r['peak_mb']:9.1f} {r['ms_iter'] / base['ms_iter']:17.3f}")
     nano_loss = statistics.median(by[(i, "nanogpt")]["loss"] for i in pairs)
     nano_wall = statistics.median(by[(i, "nanogpt")]["wall"] for i in pairs)
     print(f"\nmedians over {len(pairs)} pair(s): nanoGPT wall {nano_wall:.1f} s, val loss {nano_loss:.4f}")
@@ -246,7 +362,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, checkpoints)")
     ap.add_argument("--goal", type=float, default=0.5, help="wall-time ratio the presets must reach")
+    ap.add_argument("--gpu", action="store_true",
+                    help="nanoGPT's GPU config vs experiment=shakespeare_gpu and shakespeare_gpu_fast")
+    ap.add_argument("--scale", type=float, default=None, help="--gpu: cut every run's length by this factor")
+    ap.add_argument("--rehearse", action="store_true", help="--gpu on the CPU, small (numbers mean nothing)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every run's numbers here")
     args = ap.parse_args(argv)
+    if args.gpu and args.presets == ["shakespeare_fast"]:
+        args.presets = ["shakespeare_gpu", "shakespeare_gpu_fast"]
     problems = []
     if args.pairs < 1:
         problems.append(f"--pairs must be >= 1, got {args.pairs}")
@@ -254,6 +377,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         problems.append(f"--threads must be >= 1, got {args.threads}")
     if args.steps is not None and args.steps < 1:
         problems.append(f"--steps must be >= 1, got {args.steps}")
+    if args.scale is not None and not (args.gpu and 0 < args.scale <= 1):
+        problems.append(f"--scale needs --gpu and a factor in (0, 1], got {args.scale}")
+    if args.scale is not None and args.steps is not None:
+        problems.append("--scale and --steps both set a run's length: give one")
+    if args.rehearse and not args.gpu:
+        problems.append("--rehearse rehearses --gpu: give both")
     if not args.data.is_file():
         problems.append(f"--data {args.data} is not a file (set APT_SHAKESPEARE or give --data)")
     if not (args.anchor / "train.py").is_file() or not (args.anchor / "model.py").is_file():
@@ -267,10 +396,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["score"]:  # internal: python bench_nanogpt.py score KIND CKPT VAL.npy ANCHOR
-        kind, ckpt, tokens, anchor = argv[1:5]
+        kind, ckpt, tokens, anchor, block = argv[1:6]
         data = np.load(tokens, allow_pickle=False)
         chars = str(np.load(Path(tokens).with_suffix(".chars.npy"), allow_pickle=False))
-        print(json.dumps(score_checkpoint(kind, Path(ckpt), data, chars, Path(anchor))))
+        print(json.dumps(score_checkpoint(kind, Path(ckpt), data, chars, Path(anchor), int(block))))
         return 0
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -279,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         nano_dir = prepare_nanogpt(args.anchor, args.data, work)
         tokens, chars = apt_val_tokens(args.data.read_text(encoding="utf-8"))
+        args.chars = chars
         np.save(work / "val.npy", tokens)
         np.save(work / "val.chars.npy", np.array(chars))
         from apt.data import load_dataset
@@ -286,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         load_dataset({"name": "text", "path": str(args.data), "tokenizer": "char"})  # APT's token cache
         subprocess.run([sys.executable, "-c", "import torch, numpy"], check=True)  # warm the page cache
         print(f"scratch {work}; {args.threads} thread(s); scored: {len(tokens):,} val characters "
-              f"({len(tokens) - 1:,} targets) in {BLOCK}-character windows", flush=True)
+              f"({len(tokens) - 1:,} targets) in {GPU_BLOCK if args.gpu else BLOCK}-character windows", flush=True)
         results = []
         arms = ["nanogpt", *args.presets]
         for i in range(1, args.pairs + 1):
@@ -295,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 print(f"pair {i} {arm}: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, load {r['load']:.1f}, "
                       f"val {r['loss']:.4f} (step {r['step']})", flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
         met = print_results(results, args.presets, args.goal)
         print(f"goal {'met' if met else 'NOT met'}")
         return 0

@@ -88,3 +88,68 @@ def test_one_short_pair_end_to_end(text, tmp_path, capsys):
     assert all(float(r[1]) > 0 and 3.0 < float(r[2]) < 4.5 for r in runs)  # ~ln(65) after 3 steps
     assert {r[0]: r[3] for r in runs} == {"nanogpt": "3", "shakespeare_fast": "3"}
     assert "medians over 1 pair(s)" in out and re.search(r"^goal (NOT )?met$", out, re.M)
+
+
+def test_gpu_commands_run_nanogpts_gpu_config_as_it_is():
+    cmd = bench.nanogpt_command(None, Path("/o"), gpu=True)
+    assert cmd[1] == "-c" and "max_memory_allocated" in cmd[2] and cmd[3:5] == ["train.py", "config/train_shakespeare_char.py"]
+    assert cmd[5:] == ["--always_save_checkpoint=True", "--out_dir=/o"]  # no CPU flags: the config file decides
+    cut = bench.nanogpt_command(bench.scaled_steps(None, 0.5), Path("/o"), gpu=True)
+    assert "--max_iters=2500" in cut and "--lr_decay_iters=2500" in cut
+    assert not any(a.startswith("--eval_interval") for a in cut)  # 2500 is on its 250-step grid: saved at the end
+    assert bench.scaled_steps(None, 0.03) == 250
+    assert bench.scaled_steps("shakespeare_gpu", 0.5) == 2500
+    assert bench.scaled_steps("shakespeare_gpu_fast", 0.5) == 1000
+    rehearse = bench.nanogpt_command(3, Path("/o"), gpu=True, rehearse=True)
+    assert "--device=cpu" in rehearse and "--eval_interval=3" in rehearse
+
+
+def test_gpu_stats_from_nanogpts_log_and_apts_metrics(tmp_path):
+    log = tmp_path / "nanogpt.log"
+    log.write_text("\n".join(["iter 0: loss 4.2, time 30000.00ms, mfu -100.00%"]
+                             + [f"iter {i}: loss 2.0, time {10.0 + (i % 3)}ms, mfu 30.00%" for i in range(10, 70, 10)]
+                             + ["step 50: train loss 1.9, val loss 2.0", "bench: peak_mem_mb 2048.5"]), encoding="utf-8")
+    flops = bench.flops_per_token(layers=6, d_model=384, block=256, vocab=65)
+    assert flops == 6 * (12 * 6 * 384**2 + 65 * 384) + 12 * 6 * 384 * 256
+    nano = bench.gpu_stats("nanogpt", log, None, tokens_per_iter=64 * 256, flops=flops)
+    assert nano["ms_iter"] == 11.0 and nano["peak_mb"] == 2048.5  # iterations 20..60 (10 and before: warm-up): 12, 10, 11, 12, 10 ms
+    assert nano["tokens_s"] == pytest.approx(64 * 256 / 0.011)
+    assert nano["mfu"] == pytest.approx(flops * nano["tokens_s"] / bench.PEAK_FLOPS)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,train_loss,throughput/ms_per_step,throughput/peak_mem_mb\n"
+                                     "5,2.0,900.0,100\n10,1.9,9.0,300\n15,1.8,,\n20,1.7,11.0,310\n25,1.6,10.0,305\n",
+                                     encoding="utf-8")
+    apt = bench.gpu_stats("shakespeare_gpu", tmp_path / "apt.log", run, tokens_per_iter=64 * 256, flops=flops)
+    assert apt["ms_iter"] == 10.0 and apt["peak_mb"] == 310.0  # the first (compiling) window is left out
+
+
+def test_gpu_only_options_are_refused_alone(capsys):
+    for argv, message in ((["--scale", "0.5"], "--scale needs --gpu"), (["--rehearse"], "--rehearse rehearses --gpu"),
+                          (["--gpu", "--scale", "2"], "factor in (0, 1], got 2.0"),
+                          (["--gpu", "--scale", "0.5", "--steps", "3"], "--scale and --steps both")):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_anchor
+def test_gpu_train_check_rehearses_on_the_cpu(text, tmp_path):
+    """scripts/gpu_train_check.sh with REHEARSE=1: both nanoGPT and the GPU presets, tiny, on the CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "REHEARSE": "1", "PY": sys.executable, "APT_SHAKESPEARE": str(text)}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train_check.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = json.loads((out / "bench.json").read_text())
+    assert sorted(r["arm"] for r in runs) == ["nanogpt", "shakespeare_gpu", "shakespeare_gpu_fast"]
+    assert all(r["step"] == 3 and r["ms_iter"] > 0 and r["tokens_s"] > 0 for r in runs)
+    assert "256-character windows" in (out / "bench.txt").read_text()
+    assert "summary: params" in (out / "paths" / "train.log").read_text()
+    assert "torch" in (out / "versions.txt").read_text()
