@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--parts", default="memory,prepare,batches")
     parser.add_argument("--work", default=None, help="directory for generated files (default: a temp dir)")
     args = parser.parse_args()
+    if args.work is not None:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="apt-bench-tokens-", dir=args.work))
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; work dir {work}")
     try:
