@@ -21,6 +21,7 @@ trainer's ``add_param_group`` calls it.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ from apt.optim.select import DEFAULT_PART, selects
 from apt.training.lr import split_decay
 
 __all__ = ["ParamRouter", "add_params", "build_optimizer"]
+
+log = logging.getLogger(__name__)
+
 
 class ParamRouter:
     """Names the part a parameter of ``model`` belongs to: the first whose selector takes it.
@@ -138,7 +142,12 @@ def _make(spec: Mapping[str, Any], params: list[torch.Tensor], weight_decay: flo
     except (RuntimeError, ValueError, TypeError) as exc:
         if not kwargs:
             raise ConfigProblems([f"{where}: {exc}"]) from None
+        if fused:  # asked for: not quietly replaced by the unfused optimizer
+            raise ConfigProblems([f"{where}: optim.fused=true but {str(exc).splitlines()[0]}; set optim.fused=null "
+                                  "(fused kernels where available) or false"]) from None
+        log.warning("%s: no fused kernel for this device or dtype (%s); using the unfused optimizer",
+                    where, str(exc).splitlines()[0])
     try:
-        return factory(groups)  # no fused kernel for this device/dtype
+        return factory(groups)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ConfigProblems([f"{where}: {exc}"]) from None

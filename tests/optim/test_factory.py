@@ -104,3 +104,23 @@ def test_a_parameter_outside_the_model_cannot_be_routed():
     route = ParamRouter(model, {"hidden": "hidden_matrices"})
     with pytest.raises(ValueError, match=r"a parameter of shape \(3, 3\) is not in the model"):
         route(nn.Parameter(torch.zeros(3, 3)))
+
+
+class NoFusedKernel(torch.optim.SGD):
+    """An optimizer whose fused kernel does not exist here (as for some device/dtype pairs)."""
+
+    def __init__(self, params, lr=0.1, fused=None):
+        if fused:
+            raise RuntimeError("fused kernel not available for this dtype")
+        super().__init__(params, lr=lr)
+
+
+def test_a_missing_fused_kernel_is_an_error_when_asked_for_and_a_warning_otherwise(caplog):
+    spec = {"_target_": f"{__name__}.NoFusedKernel", "_partial_": True}
+    with pytest.raises(ConfigProblems, match=r"optim.optimizer: optim.fused=true but fused kernel not available"):
+        build_optimizer(_cfg(optimizer=spec, fused=True), _model(), device="cpu")
+    with caplog.at_level("WARNING", logger="apt.optim.factory"):
+        opt = build_optimizer(_cfg(optimizer=spec, fused=None), _model(), device="cpu")
+    assert isinstance(opt, NoFusedKernel)
+    assert "no fused kernel for this device or dtype (fused kernel not available for this dtype)" in caplog.text
+    assert isinstance(build_optimizer(_cfg(optimizer=spec, fused=False), _model(), device="cpu"), NoFusedKernel)
