@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 
 from apt.core.errors import ConfigProblems, did_you_mean
 
-__all__ = ["CONFIG_NAME", "compose", "conf_dir", "config_groups", "help_text", "hydra_args", "sweep_variants"]
+__all__ = ["CONFIG_NAME", "compose", "conf_dir", "config_dir_argv", "config_groups", "help_text", "hydra_args",
+           "sweep_variants"]
 
 #: The primary config of train.py and ``python -m apt``.
 CONFIG_NAME = "config"
@@ -50,7 +51,12 @@ def conf_dir() -> Path:
 
 @contextlib.contextmanager
 def _hydra(config_dir: str | os.PathLike[str] | None) -> Iterator[Any]:
-    """Hydra initialised with train.py's search path: APT's conf, then ``config_dir``."""
+    """Hydra initialised with train.py's search path: ``config_dir`` in front of APT's conf.
+
+    Hydra's own ``--config-dir`` searches the directory *after* the primary config path, so a
+    user's ``config.yaml`` or ``trainer/debug.yaml`` would lose to APT's; APT puts it first
+    (train.py does the same through :func:`config_dir_argv`).
+    """
     # Hydra's internal search-path API (hydra-core 1.3): the public initialize_config_dir
     # cannot add a second directory the way `--config-dir` does for @hydra.main.
     from hydra._internal.hydra import Hydra
@@ -67,7 +73,7 @@ def _hydra(config_dir: str | os.PathLike[str] | None) -> Iterator[Any]:
         if not extra.is_dir():
             raise ConfigProblems([f"--config-dir {str(config_dir)!r} is not a directory"])
         search_path.prepend(provider="command-line", path=f"file://{extra}",
-                            anchor=SearchPathQuery(provider="schema"))
+                            anchor=SearchPathQuery(provider="main"))
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2(task_name="apt", config_search_path=search_path)
     try:
@@ -140,6 +146,44 @@ def hydra_args(argv: Sequence[str]) -> argparse.Namespace:
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(list(argv))
+
+
+def config_dir_argv(argv: Sequence[str], scratch: Path) -> list[str]:
+    """train.py's command line for Hydra, with ``--config-dir DIR`` searched in front of APT's conf.
+
+    Hydra appends ``--config-dir`` after the primary config path, where APT's ``config.yaml``
+    and groups would win. Here DIR is the primary config path when it has a ``config.yaml``;
+    otherwise ``scratch`` is, holding only a copy of APT's ``config.yaml`` (Hydra looks for
+    the primary config there alone). The other directories follow through
+    ``hydra.searchpath``: DIR, then APT's conf, the order :func:`compose` (``apt check``) uses.
+    """
+    import shutil
+
+    ns = hydra_args(argv)
+    if ns.config_dir is None:
+        return list(argv)
+    if any(str(a).startswith("hydra.searchpath=") for a in ns.overrides):
+        raise ConfigProblems(["--config-dir and hydra.searchpath=... both add config directories; "
+                              "give your directories with one of them"])
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg in ("--config-dir", "-cd"):
+            next(rest, None)
+        elif not arg.startswith("--config-dir="):
+            out.append(arg)
+    mine = Path(ns.config_dir).expanduser().resolve()
+    later = [conf_dir()]
+    if (mine / f"{CONFIG_NAME}.yaml").is_file():
+        primary = mine
+    else:
+        primary, later = scratch, [mine, *later]
+        shutil.copyfile(conf_dir() / f"{CONFIG_NAME}.yaml", scratch / f"{CONFIG_NAME}.yaml")
+    paths = ", ".join("'file://{}'".format(str(p).replace("\\", "\\\\").replace("'", "\\'")) for p in later)
+    # argparse reads the overrides as one run of positionals: the new one goes right after them
+    at = max((i + 1 for i, a in enumerate(out) if a in ns.overrides), default=len(out))
+    out.insert(at, f"hydra.searchpath=[{paths}]")
+    return ["--config-path", str(primary), *out]
 
 
 def sweep_variants(overrides: Sequence[str]) -> list[list[str]]:

@@ -32,7 +32,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="Hydra overrides, as for train.py (group=option, key=value)")
     p.add_argument("--config-dir", default=None,
-                   help="a directory of more config files, searched after APT's conf/ (as train.py's --config-dir)")
+                   help="a directory of your config files, searched in front of APT's conf/ (as train.py's --config-dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:

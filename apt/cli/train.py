@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apt.app import main as run_app
 from apt.app import prepare, resuming
-from apt.compose import CONFIG_NAME, conf_dir, hydra_args
+from apt.compose import CONFIG_NAME, conf_dir, config_dir_argv, hydra_args
 from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
 from apt.resume import ResumePlan, is_hydra_override
 from apt.training.schema import register_configs
@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     worker = distributed.env_world_size() > 1
     distributed.leave_by_exit(worker)
     with tempfile.TemporaryDirectory(prefix="apt-resume-") as scratch, resuming(prepared.resume):
-        hydra_argv = args if prepared.resume is None else resume_argv(args, prepared.resume, Path(scratch))
+        hydra_argv = (config_dir_argv(args, Path(scratch)) if prepared.resume is None
+                      else resume_argv(args, prepared.resume, Path(scratch)))
         # under torchrun, rank 0 alone writes a run directory
         sys.argv = [prog or sys.argv[0], *hydra_argv, *distributed.worker_hydra_overrides()]
         task()
