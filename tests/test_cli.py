@@ -89,6 +89,23 @@ def test_list_plugins_matches_what_the_plugins_report():
     assert infos["early_stopping"].version == "1.0.0"
 
 
+def test_listings_show_plain_text_not_sphinx_markup(capsys):
+    assert main(["list", "plugins"]) == 0
+    assert main(["list", "providers"]) == 0
+    out = capsys.readouterr().out
+    assert "EarlyStoppingOptions" in out and "every_n_steps" in out  # the names stay
+    assert ":class:" not in out and "``" not in out and "`" not in out
+
+
+def test_docstring_summary_keeps_the_words_of_roles_and_literals():
+    from apt.plugins.base import docstring_summary
+
+    assert docstring_summary("Stop early (options: :class:`EarlyStoppingOptions`).\n\nMore.") == \
+        "Stop early (options: EarlyStoppingOptions)."
+    assert docstring_summary("  Save every ``n`` steps via :py:meth:`~apt.Trainer.save`.") == "Save every n steps via save."
+    assert docstring_summary(None) == "" and docstring_summary("") == ""
+
+
 def test_list_plugins_shows_entry_point_plugins(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_apt_ext.py").write_text(textwrap.dedent('''
         from apt.plugins import Plugin

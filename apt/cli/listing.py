@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from apt.plugins.base import docstring_summary
+
 __all__ = ["PluginInfo", "ProviderInfo", "format_table", "plugin_infos", "provider_infos"]
 
 _BASE_VERSION = "0.0.0"  # Plugin.get_version's default
@@ -99,11 +101,6 @@ def _method_literal(cls: ast.ClassDef, tree: ast.Module, method: str) -> Any:
     return None
 
 
-def _first_line(doc: str | None) -> str:
-    doc = (doc or "").strip()
-    return doc.splitlines()[0] if doc else ""
-
-
 def _import_target(target: str) -> type:
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -131,7 +128,7 @@ def _static_plugin_meta(target: str) -> tuple[str, str]:
         version = _call_unbound(target, "get_version")
     desc = _method_literal(cls, tree, "get_description")
     if desc is None:  # the base returns the first line of the class docstring
-        desc = _first_line(ast.get_docstring(cls))
+        desc = docstring_summary(ast.get_docstring(cls))
     elif desc is _DYNAMIC:
         desc = _call_unbound(target, "get_description")
     return version, desc
@@ -163,9 +160,9 @@ def provider_infos(kind: str | None = None) -> list[ProviderInfo]:
             target = _dotted(spec.target)
             if isinstance(spec.target, str):
                 cls_node, _ = _class_def(*target.split(":", 1))
-                desc = _first_line(ast.get_docstring(cls_node)) if cls_node else ""
+                desc = docstring_summary(ast.get_docstring(cls_node)) if cls_node else ""
             else:
-                desc = _first_line(spec.target.__doc__)
+                desc = docstring_summary(spec.target.__doc__)
             out.append(ProviderInfo(k, name, name == default, spec.origin, target, desc))
     return out
 

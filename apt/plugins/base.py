@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from apt.core.registry import Registry
     from apt.plugins.hooks import HookManager
 
-__all__ = ["CAPABILITIES", "CLIPS_GRADIENTS", "Plugin", "overridden_hook_methods"]
+__all__ = ["CAPABILITIES", "CLIPS_GRADIENTS", "Plugin", "docstring_summary", "overridden_hook_methods"]
 
 #: The plugin clips gradients itself (in ``on_backward_end``): the trainer then does not
 #: apply ``trainer.grad_clip`` while the plugin is enabled.
@@ -93,8 +93,7 @@ class Plugin:
         return "0.0.0"
 
     def get_description(self) -> str:
-        doc = (type(self).__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return docstring_summary(type(self).__doc__)
 
     def get_dependencies(self) -> list[str]:
         """``"plugin:NAME"`` entries and package requirements such as ``"torch>=1.9.0"``."""
@@ -201,3 +200,19 @@ def overridden_hook_methods(cls: type) -> list[tuple[str, str]]:
         if impl is not None and impl is not getattr(Plugin, attr, None):
             out.append((attr, EVENT_ALIASES.get(attr, attr)))
     return out
+
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")  # :class:`X`, :py:meth:`~a.b`
+
+
+def docstring_summary(doc: str | None) -> str:
+    """The first line of a docstring as plain text, for a listing or a description.
+
+    Docstrings are written for Sphinx; ``python -m apt list plugins`` shows them to a person,
+    so roles (``:class:`EarlyStoppingOptions` ``) become their target's last name and literals
+    lose their double backquotes.
+    """
+    doc = (doc or "").strip()
+    line = doc.splitlines()[0] if doc else ""
+    line = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], line)
+    return line.replace("``", "")
