@@ -220,12 +220,13 @@ def eot_tokenizer(kind: str, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["byte", "char", "bpe", "hf", "tiktoken"])
-def test_the_end_of_text_is_the_exported_eos_token(tmp_path, monkeypatch, kind):
+def test_the_end_of_text_is_the_exported_eos_token(tmp_path, monkeypatch, caplog, kind):
     tokenizer = eot_tokenizer(kind, monkeypatch)
     eot = tokenizer.eot_id
     eos = {"hf": "</s>"}.get(kind, EOT_TEXT)
     bos = 0 if kind == "hf" else eot  # Llama-style: its own <s>; otherwise GPT-2's bos = eos
     ckpt, model = make_checkpoint(tmp_path / "ckpt", GPT2 if kind in ("byte", "tiktoken") else LLAMA, tokenizer)
+    caplog.set_level("INFO", logger="apt.export.exporter")
     export_checkpoint(ckpt, tmp_path / "hf")
     out = tmp_path / "hf"
     config = json.loads((out / "config.json").read_text())
@@ -242,6 +243,10 @@ def test_the_end_of_text_is_the_exported_eos_token(tmp_path, monkeypatch, kind):
     # nothing is put in front by default unless the tokenizer.json itself does (the hf kind's template)
     assert tok("abc")["input_ids"] == [0] * (kind == "hf") + [int(i) for i in tokenizer.encode("abc")]
     check_transformers_agree(out, model, tokenizer)
+    # the check's figure is the largest difference, in scientific notation (it printed "within 0 of APT's")
+    message = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("checked:"))
+    figure = message.split("logits match APT's (max |diff| ", 1)[1].split(")")[0]
+    assert "e" in figure and 0 <= float(figure) <= LOGITS_ATOL
 
 
 def test_a_tokenizer_without_end_of_text_is_exported_without_eos_and_says_so(tmp_path, caplog):
