@@ -269,6 +269,72 @@ def test_exported_files_follow_the_umask(tmp_path, fmt):
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(0o640) for p in written}
 
 
+#: Three local tasks, one per kind of request lm-eval makes: choices scored by loglikelihood,
+#: generation (stops at the eos token) and rolling perplexity (starts from the bos token).
+LM_EVAL_TASKS = {
+    "apt_tiny_choice": """
+output_type: multiple_choice
+doc_to_text: "{{question}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: answer
+metric_list: [{metric: acc}]
+""",
+    "apt_tiny_generate": """
+output_type: generate_until
+doc_to_text: "{{question}}"
+doc_to_target: "{{choices[answer]}}"
+generation_kwargs: {max_gen_toks: 4, do_sample: false}
+metric_list: [{metric: exact_match}]
+""",
+    "apt_tiny_perplexity": """
+output_type: loglikelihood_rolling
+doc_to_text: "{{question}}{{choices[answer]}}"
+doc_to_target: "{{question}}{{choices[answer]}}"
+metric_list: [{metric: word_perplexity}, {metric: bits_per_byte}]
+""",
+}
+
+LM_EVAL_SCRIPT = """
+import json, sys
+import lm_eval
+from lm_eval.tasks import TaskManager
+
+tasks = TaskManager(include_path=sys.argv[2])
+out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={sys.argv[1]},dtype=float32",
+                              tasks=sys.argv[3].split(","), task_manager=tasks, device="cpu", batch_size=2)
+print("RESULTS " + json.dumps(out["results"]))
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_harness_runs_on_an_export(tmp_path):
+    """lm-eval-harness's ``hf`` model runs local tasks offline on an export: it needs the
+    export's eos_token_id (without it: ``TypeError: 'None' is not an instance of 'Sequence'``)."""
+    pytest.importorskip("lm_eval", reason="lm-eval-harness is not installed (pip install 'apt[eval]')")
+    ckpt, _ = make_checkpoint(tmp_path / "ckpt", LLAMA, ByteTokenizer(eot=True))
+    export_checkpoint(ckpt, tmp_path / "hf", verify=False)
+    docs = [{"question": "The sky is", "choices": [" blue", " loud"], "answer": 0},
+            {"question": "2 + 2 =", "choices": [" 4", " 5", " 22"], "answer": 0},
+            {"question": "Fire is", "choices": [" hot", " cold"], "answer": 0}]
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tasks / "tiny.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    for name, body in LM_EVAL_TASKS.items():
+        (tasks / f"{name}.yaml").write_text(f"task: {name}\ndataset_path: json\ndataset_kwargs: "
+                                            f"{{data_files: {{test: {data}}}}}\ntest_split: test\n{body}",
+                                            encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf_home"), "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
+    r = subprocess.run([sys.executable, "-c", LM_EVAL_SCRIPT, str(tmp_path / "hf"), str(tasks), ",".join(LM_EVAL_TASKS)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout.split("RESULTS ", 1)[1])
+    assert 0.0 <= results["apt_tiny_choice"]["acc,none"] <= 1.0
+    assert 0.0 <= results["apt_tiny_generate"]["exact_match,none"] <= 1.0
+    assert 0.0 < results["apt_tiny_perplexity"]["bits_per_byte,none"] < float("inf")
+
+
 @pytest.mark.slow
 def test_cli_exports_what_train_py_wrote(tmp_path):
     run = tmp_path / "run"
