@@ -101,7 +101,14 @@ def _hf_config(hf: HFModel) -> Any:
 
 
 def _umask() -> int:
-    """The process's umask (reading it means setting it; it is put back at once)."""
+    """The process's umask: from /proc where there is one, else set and put back at once
+    (which another thread creating a file in between would see)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -116,8 +123,9 @@ def _special_tokens(saved: Mapping[str, Any]) -> SpecialTokens:
         raise ExportError(str(exc)) from None
     if specials.eos is None:
         log.warning("the %s tokenizer has no end-of-text token: the export names no eos_token_id, so generate "
-                    "stops only at max_new_tokens and lm-eval-harness cannot run (byte and char tokenizers "
-                    "have one when data.prepare reads several documents)", saved.get("kind"))
+                    "stops only at max_new_tokens and lm-eval-harness cannot run (byte and char tokenizers have "
+                    "one when the training data has several documents, e.g. a directory of files)",
+                    saved.get("kind"))
     return specials
 
 

@@ -123,9 +123,13 @@ def _tiktoken_json(encoding: str) -> str:
     vocab = {text(t): r for t, r in ranks.items()} | dict(specials)
     # ignore_merges: a pre-token that is a whole vocabulary entry is that token, as in tiktoken
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    try:
+        split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    except Exception as exc:  # noqa: BLE001 - the library raises plain Exception
+        raise ValueError(f"tiktoken encoding {encoding!r}: its split pattern is not a regex the tokenizers "
+                         f"library reads ({str(exc).splitlines()[0]})") from None
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, _ in sorted(specials.items(), key=lambda kv: kv[1])])
