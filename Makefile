@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this picks the local CPU wheel instead of a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	# dev: every extra (optuna, mlflow, wandb, export, plot, tensorboard, triton) so no test skips.
+	# dev: every extra (optuna, mlflow, wandb, export, eval, plot, tensorboard, triton) so no test skips.
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
