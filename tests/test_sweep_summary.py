@@ -96,7 +96,63 @@ def test_read_metrics_takes_curve_steps_and_steady_throughput(tmp_path):
     assert m["tokens_per_s"] == 200  # median of 100, 300, 200: the first (warm-up) row is skipped
     assert m["train_curve"] == [(1, 3.0), (2, 2.5), (3, 2.0), (4, 1.8)]
     assert read_metrics(tmp_path / "missing.csv") == {"steps": None, "tokens_per_s": None,
-                                                      "val_curve": [], "train_curve": []}
+                                                      "val_curve": [], "final_evals": [], "train_curve": []}
+
+
+# The trainer's periodic evaluations score a fixed subset of windows (512 tokens here); its final
+# evaluation scores the whole split (1999 tokens), and summary.json's best_val_loss is the periodic
+# subset's best, the final evaluation's share of those windows included (1.38 here).
+TRAINER_METRICS = ("step,train_loss,val_loss,val_tokens\n1,3.0,,\n2,2.0,1.5,512\n3,1.8,,\n"
+                   "4,1.6,1.4,512\n6,1.3,1.2,1999\n")
+TRAINER_SUMMARY = {"step": 6, "val_loss": 1.2, "val_tokens": 1999, "best_val_loss": 1.38, "best_step": 6,
+                   "best_val_tokens": 512}
+
+
+def test_best_val_loss_compares_periodic_subsets_never_the_whole_split_final(tmp_path):
+    (tmp_path / "metrics.csv").write_text(TRAINER_METRICS)
+    failed = JobRecord(job=1, overrides=["a=1"], status="failed")  # died before summary.json
+    failed.fill_from_outputs(tmp_path)
+    assert failed.val_curve == [(2, 1.5), (4, 1.4)]  # the periodic rows only
+    assert failed.final_evals == [(6, 1.2)]  # the whole-split row, kept apart
+    assert failed.best_val_loss == 1.4  # not 1.2: that one scored other windows
+    (tmp_path / "summary.json").write_text(json.dumps(TRAINER_SUMMARY))
+    done = JobRecord(job=0, overrides=["a=1"], status="completed", return_value=1.2)
+    done.fill_from_outputs(tmp_path)
+    assert (done.final_val_loss, done.best_val_loss) == (1.2, 1.38)  # the trainer's like-with-like best
+    done.save(tmp_path)
+    write_summary(tmp_path, plot=False)
+    assert _summary_rows(tmp_path)[0]["best_val_loss"] == "1.38"
+    assert "best_val_loss" in (tmp_path / "summary.md").read_text().split("## Jobs")[1].split("|")[0]
+
+
+def test_a_directory_without_jobs_is_summarised_as_empty(tmp_path):
+    assert write_summary(tmp_path)["md"].read_text().startswith(f"# Sweep summary: {tmp_path}\n\n0 jobs")
+    assert _summary_rows(tmp_path) == []
+
+
+def test_val_loss_plot_marks_the_whole_split_final_apart_from_the_periodic_curve(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed (pip install 'apt[plot]')")
+    import matplotlib.pyplot as plt
+
+    from apt.sweeps.plot import FINAL_MARKER
+
+    for i in range(2):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.csv").write_text(TRAINER_METRICS)
+        (d / "summary.json").write_text(json.dumps(TRAINER_SUMMARY))
+        JobRecord(job=i, overrides=[f"seed={i}"], status="completed", return_value=1.2).save(d)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert write_summary(tmp_path)["plot"].stat().st_size > 0
+    curves = figures[0].axes[0]
+    lines = {line.get_label(): line for line in curves.get_lines()}
+    mean = next(line for label, line in lines.items() if label.startswith("(base)"))
+    assert list(mean.get_xdata()) == [2, 4]  # the curve: periodic evaluations only
+    stars = [line for line in curves.get_lines() if list(line.get_xdata()) == [6]]
+    assert (FINAL_MARKER, [1.2]) in [(line.get_marker(), list(line.get_ydata())) for line in stars]
+    assert FINAL_MARKER != mean.get_marker()
+    assert any("whole split" in label for label in lines)  # the legend says what the marker is
 
 
 def test_record_prefers_return_value_and_tracks_best(tmp_path):

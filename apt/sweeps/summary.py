@@ -67,6 +67,7 @@ SUMMARY_COLUMNS = (
 # metrics.csv column names accepted for each quantity, first match wins.
 _STEP_COLUMNS = ("step",)
 _VAL_COLUMNS = ("val_loss", "val/loss")
+_VAL_TOKENS_COLUMNS = ("val_tokens",)
 _TRAIN_COLUMNS = ("train_loss", "train/loss", "loss")
 _TOKS_COLUMNS = ("tokens_per_s", "tokens_per_sec", "tok_per_s", "throughput")
 
@@ -94,7 +95,8 @@ class JobRecord:
     best_val_loss: float | None = None
     steps: int | None = None
     tokens_per_s: float | None = None
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)  # periodic evaluations
+    final_evals: list[tuple[int, float]] = field(default_factory=list)  # final (whole-split) ones
     train_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -106,7 +108,7 @@ class JobRecord:
     def load(cls, path: str | os.PathLike[str]) -> JobRecord:
         data = json.loads(Path(path).read_text())
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("val_curve", "train_curve"):
+        for key in ("val_curve", "final_evals", "train_curve"):
             known[key] = [(int(s), float(v)) for s, v in known.get(key, [])]
         return cls(**known)
 
@@ -114,34 +116,45 @@ class JobRecord:
                           metrics_file: str = METRICS_FILE) -> None:
         """Fill steps, throughput and losses from what the job left in ``job_dir``.
 
-        The curve comes from ``metrics.csv``; the app's ``summary.json`` (written when
+        The curves come from ``metrics.csv``; the app's ``summary.json`` (written when
         training finishes) then wins for steps, throughput and best loss, because the
         trainer evaluates once more after its last log row and measures throughput over the
         whole run. The task's return value (train.py returns the final val loss) is the
         final loss when there is one. A job that failed early has neither file.
+
+        ``best_val_loss`` compares like with like (docs/evaluation.md): it is the best of the
+        periodic evaluations, which all score the same windows, never the final evaluation's
+        whole-split loss (other windows; that one is ``final_val_loss``). summary.json's
+        best (the trainer's, the final evaluation's share of the periodic windows included)
+        wins; without it, the best of the periodic rows of metrics.csv.
         """
         d = Path(job_dir)
-        m = read_metrics(d / metrics_file)
+        run = _read_json(d / RUN_SUMMARY)
+        periodic = run.get("best_val_tokens")
+        m = read_metrics(d / metrics_file, periodic_tokens=periodic if isinstance(periodic, int) else None)
         self.val_curve = m["val_curve"]
+        self.final_evals = m["final_evals"]
         self.train_curve = m["train_curve"]
         self.steps = m["steps"]
         self.tokens_per_s = m["tokens_per_s"]
-        losses = [v for _, v in self.val_curve]
-        run = _read_json(d / RUN_SUMMARY)
         if isinstance(run.get("step"), int):
             self.steps = run["step"]
         if _finite(run.get("tokens_per_s")):
             self.tokens_per_s = float(run["tokens_per_s"])
         if _finite(run.get("val_loss_se")):
             self.final_val_loss_se = float(run["val_loss_se"])
+        last = (self.final_evals or self.val_curve or [(0, None)])[-1][1]
         if _finite(self.return_value):
             self.final_val_loss = self.return_value
         elif _finite(run.get("val_loss")):
             self.final_val_loss = float(run["val_loss"])
-        elif losses:
-            self.final_val_loss = losses[-1]
-        finite = [v for v in [*losses, self.final_val_loss, run.get("best_val_loss")] if _finite(v)]
-        self.best_val_loss = min(finite) if finite else None
+        elif _finite(last):
+            self.final_val_loss = last
+        periodic_losses = [v for _, v in self.val_curve if _finite(v)]
+        if _finite(run.get("best_val_loss")):
+            self.best_val_loss = float(run["best_val_loss"])
+        else:
+            self.best_val_loss = min(periodic_losses) if periodic_losses else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -169,16 +182,23 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a trainer ``metrics.csv`` into ``{"steps", "tokens_per_s", "val_curve", "train_curve"}``.
+def read_metrics(path: str | os.PathLike[str], periodic_tokens: int | None = None) -> dict[str, Any]:
+    """Read a trainer ``metrics.csv`` into ``{"steps", "tokens_per_s", "val_curve", "final_evals",
+    "train_curve"}``.
 
     Rows may leave columns empty (validation is logged less often than training loss), so
-    each quantity is read from the rows that have it. ``tokens_per_s`` is the median over
-    the logged rows, skipping the first when there are several: the first interval includes
-    start-up and compilation and would understate the steady rate. A missing file gives
-    ``None``/empty values, not an error, because a job can fail before logging anything.
+    each quantity is read from the rows that have it. The val rows are split by what they
+    scored: ``val_curve`` holds the periodic evaluations (``periodic_tokens`` tokens, default:
+    the fewest any row scored, since the periodic windows are a subset of the final ones) and
+    ``final_evals`` the rows that scored more, the final evaluations (by default the whole
+    split), which are not comparable with the curve. A file without ``val_tokens`` is all
+    curve. ``tokens_per_s`` is the median over the logged rows, skipping the first when there
+    are several: the first interval includes start-up and compilation and would understate
+    the steady rate. A missing file gives ``None``/empty values, not an error, because a job
+    can fail before logging anything.
     """
-    out: dict[str, Any] = {"steps": None, "tokens_per_s": None, "val_curve": [], "train_curve": []}
+    out: dict[str, Any] = {"steps": None, "tokens_per_s": None, "val_curve": [], "final_evals": [],
+                           "train_curve": []}
     p = Path(path)
     if not p.is_file():
         return out
@@ -187,11 +207,12 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
         header = reader.fieldnames or []
         step_col = _pick(header, _STEP_COLUMNS)
         val_col = _pick(header, _VAL_COLUMNS)
+        val_tokens_col = _pick(header, _VAL_TOKENS_COLUMNS)
         toks_col = _pick(header, _TOKS_COLUMNS)
         train_col = _pick(header, _TRAIN_COLUMNS)
         steps: list[int] = []
         toks: list[float] = []
-        curve: list[tuple[int, float]] = []
+        evals: list[tuple[int, float, float | None]] = []
         train: list[tuple[int, float]] = []
         for i, row in enumerate(reader):
             step = _float(row.get(step_col)) if step_col else float(i + 1)
@@ -199,15 +220,19 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
                 steps.append(int(step))
             val = _float(row.get(val_col)) if val_col else None
             if val is not None and step is not None:
-                curve.append((int(step), val))
+                evals.append((int(step), val, _float(row.get(val_tokens_col)) if val_tokens_col else None))
             tr = _float(row.get(train_col)) if train_col else None
             if tr is not None and step is not None:
                 train.append((int(step), tr))
             tok = _float(row.get(toks_col)) if toks_col else None
             if tok is not None and math.isfinite(tok):
                 toks.append(tok)
+    scored = [n for _, _, n in evals if n is not None]
+    subset = periodic_tokens if periodic_tokens is not None else min(scored, default=None)
+    for step, val, n in evals:
+        final = subset is not None and n is not None and n > subset
+        out["final_evals" if final else "val_curve"].append((step, val))
     out["steps"] = max(steps) if steps else None
-    out["val_curve"] = curve
     out["train_curve"] = train
     if toks:
         steady = sorted(toks[1:] if len(toks) > 1 else toks)
@@ -296,7 +321,8 @@ def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep
     lines = [
         f"# Sweep summary: {sweep_dir}",
         "",
-        f"{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
+        f"{len(records)} jobs" + "".join(f"{', ' if i else ': '}{n} {s}"
+                                         for i, (s, n) in enumerate(sorted(counts.items()))) + ".",
     ]
     if done:
         best = min(done, key=lambda r: r.final_val_loss)  # type: ignore[arg-type,return-value]
@@ -304,7 +330,11 @@ def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep
             f"Best final val loss {_fmt(best.final_val_loss)}: job {best.job} "
             f"(`{' '.join(best.overrides) or 'no overrides'}`)."
         )
-    lines += ["", "## Configurations", "", grouped_markdown(groups), "## Jobs", ""]
+    lines += ["", "## Configurations", "", grouped_markdown(groups), "## Jobs", "",
+              "`final_val_loss` (± `final_val_loss_se`): the final evaluation, by default on the whole "
+              "val split. `best_val_loss`: the best periodic evaluation; those all score the same subset "
+              "of windows (the final evaluation's share of them included), so it compares with other "
+              "`best_val_loss` values, not with `final_val_loss`.", ""]
     cols = [c for c in SUMMARY_COLUMNS if c != "dir"]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
