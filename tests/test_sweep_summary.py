@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 TOY_APP = textwrap.dedent(
     """
-    import csv, os, hydra
+    import csv, os, time, hydra
     from hydra.core.hydra_config import HydraConfig
 
     @hydra.main(version_base=None, config_path="conf", config_name="config")
     def main(cfg):
+        deadline = time.time() + 120
+        while cfg.wait_for and not os.path.exists(cfg.wait_for) and time.time() < deadline:
+            time.sleep(0.05)
         rows = []
         for step in range(1, cfg.steps + 1):
             val = 2.0 / (step * cfg.lr) if step % 2 == 0 else ""
@@ -63,22 +67,24 @@ TOY_CONFIG = textwrap.dedent(
     lr: 1.0
     steps: 6
     fail: false
+    wait_for: ""
     hydra:
       searchpath: [file://{REPO / "conf"}]
     """
 )
 
 
-def _run_toy(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+def _toy_command(tmp_path: Path, *overrides: str) -> tuple[list[str], Path]:
     (tmp_path / "conf").mkdir(exist_ok=True)
     (tmp_path / "conf" / "config.yaml").write_text(TOY_CONFIG)
     (tmp_path / "app.py").write_text(TOY_APP)
     sweep = tmp_path / "multirun"
-    proc = subprocess.run(
-        [sys.executable, "app.py", "-m", f"hydra.sweep.dir={sweep}", *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
-    )
-    return proc, sweep
+    return [sys.executable, "app.py", "-m", f"hydra.sweep.dir={sweep}", *overrides], sweep
+
+
+def _run_toy(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    command, sweep = _toy_command(tmp_path, *overrides)
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240), sweep
 
 
 def _summary_rows(sweep: Path) -> list[dict[str, str]]:
@@ -152,7 +158,7 @@ def test_val_loss_plot_marks_the_whole_split_final_apart_from_the_periodic_curve
     stars = [line for line in curves.get_lines() if list(line.get_xdata()) == [6]]
     assert (FINAL_MARKER, [1.2]) in [(line.get_marker(), list(line.get_ydata())) for line in stars]
     assert FINAL_MARKER != mean.get_marker()
-    assert any("whole split" in label for label in lines)  # the legend says what the marker is
+    assert any(label.startswith("final evaluation (by default the whole split") for label in lines)
 
 
 def test_record_prefers_return_value_and_tracks_best(tmp_path):
@@ -242,3 +248,50 @@ def test_failed_job_reports_worst_value_to_optuna(tmp_path):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     completed = [float(r["final_val_loss"]) for r in rows if r["status"] == "completed"]
     assert results["best_value"] == pytest.approx(min(completed))
+
+
+def test_a_second_sweep_into_a_live_sweeps_directory_is_refused_up_front(tmp_path):
+    # Sweep A waits in its first job until told to go; sweep B, started into A's directory
+    # meanwhile, must be refused before it launches anything (they used to mix silently).
+    command, sweep = _toy_command(tmp_path, "lr=1.0,2.0", f"wait_for={tmp_path / 'go'}")
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (sweep / "0" / JOB_RECORD).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert (sweep / "0" / JOB_RECORD).exists(), first.communicate()
+        second = subprocess.run([*_toy_command(tmp_path, "lr=4.0,8.0")[0]], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=240)
+        (tmp_path / "go").touch()
+        out, err = first.communicate(timeout=240)
+    finally:
+        first.kill()
+    assert second.returncode == 2, second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"the sweep directory {str(sweep)!r} is in use by pid {first.pid}" in errors[0]
+    assert "Traceback" not in second.stderr and "Launching" not in second.stdout + second.stderr
+    assert first.returncode == 0, err[-3000:]
+    assert [r["overrides"].split()[0] for r in _summary_rows(sweep)] == ["lr=1.0", "lr=2.0"]  # A's jobs only
+    assert not (sweep / ".apt.lock").exists()  # released when A ended
+
+
+def test_a_later_sweep_into_the_same_directory_lists_only_its_own_jobs(tmp_path):
+    first, sweep = _run_toy(tmp_path, "lr=1.0,2.0,4.0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second, _ = _run_toy(tmp_path, "lr=8.0")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [(r["job"], r["overrides"]) for r in _summary_rows(sweep)] == [("0", "lr=8.0")]
+    md = (sweep / "summary.md").read_text()
+    assert "1 jobs: 1 completed." in md and "2 job records of an earlier sweep" in md
+    assert "left out 2 job records of an earlier sweep" in second.stdout + second.stderr
+
+
+def test_failed_jobs_end_the_sweep_in_one_line_each_and_a_count(tmp_path):
+    proc, sweep = _run_toy(tmp_path, "lr=1.0,2.0", "fail=false,true")
+    assert proc.returncode == 1
+    last = proc.stderr.rstrip().splitlines()[-3:]
+    assert last[0].startswith("error: job 1 (lr=1.0 fail=True) failed: RuntimeError: diverged at lr=1.0")
+    assert last[1].startswith("error: job 3 (lr=2.0 fail=True) failed: RuntimeError: diverged at lr=2.0")
+    assert last[2] == f"error: 2 of 4 jobs failed; see {sweep / 'summary.md'}"
+    assert "Traceback" not in proc.stdout + proc.stderr  # it stays in the job's record
+    assert "RuntimeError" in json.loads((sweep / "1" / JOB_RECORD).read_text())["traceback"]

@@ -69,7 +69,7 @@ def plot_sweep(records: Sequence[JobRecord], groups: Sequence[ConfigStats], path
     if curves:
         if finals:  # one legend entry for the stars of every configuration
             ax.plot([], [], FINAL_MARKER, color="0.4", markersize=9, linestyle="none",
-                    label="final evaluation (whole split: other windows)")
+                    label="final evaluation (by default the whole split: other windows)")
         _zoom(ax, shown)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")

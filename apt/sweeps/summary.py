@@ -6,6 +6,12 @@ summary is rebuilt from those records plus each job's ``metrics.csv``. Rebuildin
 joblib or submitit launchers run in other processes or on other machines, and a sweep that
 was interrupted can be summarised afterwards with ``python -m apt summary <sweep_dir>``.
 
+A sweep directory holds one sweep at a time: the launching process holds its lock
+(:mod:`apt.training.runlock`) and writes :data:`SWEEP_FILE`, whose key every job stamps into
+its record; the summary lists the records of that sweep only, so the leftovers of an earlier
+sweep into the same directory (more jobs than this one) never mix in. A continued Optuna
+study (same storage and study name) keeps its key, so its summary lists every trial.
+
 Jobs that differ only in ``seed`` are grouped into configurations with confidence intervals
 and paired tests against a baseline (:mod:`apt.sweeps.grouped`, ``summary_grouped.csv``).
 Nothing here imports torch; matplotlib is imported only when the plot is drawn.
@@ -18,6 +24,7 @@ import io
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +40,13 @@ __all__ = [
     "METRICS_FILE",
     "RUN_SUMMARY",
     "SUMMARY_COLUMNS",
+    "SWEEP_FILE",
     "JobRecord",
     "collect_records",
     "read_metrics",
+    "split_records",
+    "start_sweep",
+    "sweep_key",
     "sweep_groups",
     "varying_overrides",
     "write_summary",
@@ -47,6 +58,8 @@ JOB_RECORD = "apt_job.json"
 METRICS_FILE = "metrics.csv"
 #: The app's end-of-run summary inside a job's output directory (absent if training failed).
 RUN_SUMMARY = "summary.json"
+#: The sweep now in (or last in) a sweep directory: ``{"sweep": key, "started", "pid"}``.
+SWEEP_FILE = ".apt_sweep.json"
 #: Per-configuration statistics written next to ``summary.csv``.
 GROUPED_SUMMARY = "summary_grouped.csv"
 #: Columns of ``summary.csv`` in order (``summary.md`` shows the same, minus ``dir``).
@@ -83,6 +96,7 @@ class JobRecord:
 
     job: int
     overrides: list[str]
+    sweep: str = ""  # the key of the sweep that ran it (:data:`SWEEP_FILE`)
     status: str = "running"
     return_value: float | None = None
     error: str = ""
@@ -240,21 +254,35 @@ def read_metrics(path: str | os.PathLike[str], periodic_tokens: int | None = Non
     return out
 
 
-def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False,
-                    metrics_file: str = METRICS_FILE) -> list[JobRecord]:
-    """All job records under ``sweep_dir``, ordered by job number.
+def start_sweep(sweep_dir: str | os.PathLike[str], key: str) -> None:
+    """Record that the sweep ``key`` now owns ``sweep_dir`` (its launching process holds the lock)."""
+    atomic_write_text(Path(sweep_dir) / SWEEP_FILE,
+                      json.dumps({"sweep": key, "started": time.time(), "pid": os.getpid()}))
+
+
+def sweep_key(sweep_dir: str | os.PathLike[str]) -> str | None:
+    """The key of the sweep that owns ``sweep_dir``; None where no sweep recorded one."""
+    key = _read_json(Path(sweep_dir) / SWEEP_FILE).get("sweep")
+    return key if isinstance(key, str) else None
+
+
+def split_records(sweep_dir: str | os.PathLike[str], *, final: bool = False,
+                  metrics_file: str = METRICS_FILE) -> tuple[list[JobRecord], list[JobRecord]]:
+    """The job records under ``sweep_dir``, ordered by job number: those of the sweep that owns
+    it, and those an earlier sweep left there (none where no sweep recorded its key).
 
     With ``final=True`` (the sweep is over) each record is refreshed from its job's output
     files (so a summary rebuilt later sees what the jobs left), and a record still marked
     ``running`` is reported as ``incomplete``: its process ended without Hydra's
     ``on_job_end``.
     """
+    key = sweep_key(sweep_dir)
     records = []
     for path in sorted(Path(sweep_dir).rglob(JOB_RECORD)):
         try:
             rec = JobRecord.load(path)
         except (OSError, ValueError, TypeError) as exc:
-            rec = JobRecord(job=-1, overrides=[], status="unreadable", error=f"{path}: {exc}")
+            rec = JobRecord(job=-1, overrides=[], sweep=key or "", status="unreadable", error=f"{path}: {exc}")
         if not rec.dir:
             rec.dir = str(path.parent)
         if final and rec.status != "unreadable":
@@ -263,7 +291,16 @@ def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False,
             rec.status = "incomplete"
             rec.error = rec.error or "the job's process ended before Hydra's on_job_end"
         records.append(rec)
-    return sorted(records, key=lambda r: (r.job, r.dir))
+    records.sort(key=lambda r: (r.job, r.dir))
+    if key is None:
+        return records, []
+    return [r for r in records if r.sweep == key], [r for r in records if r.sweep != key]
+
+
+def collect_records(sweep_dir: str | os.PathLike[str], *, final: bool = False,
+                    metrics_file: str = METRICS_FILE) -> list[JobRecord]:
+    """The job records of the sweep that owns ``sweep_dir`` (see :func:`split_records`)."""
+    return split_records(sweep_dir, final=final, metrics_file=metrics_file)[0]
 
 
 def varying_overrides(records: Sequence[JobRecord]) -> list[list[str]]:
@@ -286,12 +323,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _rel(rec: JobRecord, sweep_dir: Path) -> str:
+    try:
+        return str(Path(rec.dir).resolve().relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return rec.dir
+
+
 def _row(rec: JobRecord, sweep_dir: Path, *, exact: bool) -> dict[str, str]:
     """One summary row; ``exact`` keeps full float precision (CSV), else rounds (Markdown)."""
-    try:
-        rel = str(Path(rec.dir).resolve().relative_to(sweep_dir.resolve()))
-    except ValueError:
-        rel = rec.dir
+    rel = _rel(rec, sweep_dir)
     num = (lambda v, _d=4: "" if v is None else str(v)) if exact else _fmt
     return {
         "job": str(rec.job),
@@ -313,7 +354,7 @@ def _md_cell(text: str) -> str:
 
 
 def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep_dir: Path,
-              plot: Path | None) -> str:
+              plot: Path | None, earlier: Sequence[JobRecord] = ()) -> str:
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -324,6 +365,9 @@ def _markdown(records: Sequence[JobRecord], groups: Sequence[ConfigStats], sweep
         f"{len(records)} jobs" + "".join(f"{', ' if i else ': '}{n} {s}"
                                          for i, (s, n) in enumerate(sorted(counts.items()))) + ".",
     ]
+    if earlier:
+        lines.append(f"{len(earlier)} job records of an earlier sweep in this directory are left out "
+                     f"({', '.join(_rel(r, sweep_dir) for r in earlier)}).")
     if done:
         best = min(done, key=lambda r: r.final_val_loss)  # type: ignore[arg-type,return-value]
         lines.append(
@@ -362,14 +406,15 @@ def write_summary(
     sweep_dir: str | os.PathLike[str], *, final: bool = True, plot: bool = True,
     metrics_file: str = METRICS_FILE, baseline: str | None = None,
 ) -> dict[str, Path]:
-    """Write ``summary.csv``, ``summary_grouped.csv``, ``summary.md`` and ``val_loss.png``.
+    """Write ``summary.csv``, ``summary_grouped.csv``, ``summary.md`` and ``val_loss.png``
+    from the jobs of the sweep that owns ``sweep_dir`` (summary.md counts the others).
 
     ``baseline`` names the configuration the others are compared with (default: the first;
     ValueError when it matches none or several). Returns the paths written, keyed ``csv``,
     ``grouped``, ``md`` and ``plot`` (absent with ``plot=False`` or when no job logged a loss).
     """
     root = Path(sweep_dir)
-    records = collect_records(root, final=final, metrics_file=metrics_file)
+    records, earlier = split_records(root, final=final, metrics_file=metrics_file)
     groups = sweep_groups(records, baseline)
     out: dict[str, Path] = {}
     png = plot_sweep(records, groups, root / "val_loss.png") if plot else None
@@ -380,5 +425,5 @@ def write_summary(
     out["grouped"] = root / GROUPED_SUMMARY
     atomic_write_text(out["grouped"], _csv((g.row() for g in groups), GROUPED_COLUMNS))
     out["md"] = root / "summary.md"
-    atomic_write_text(out["md"], _markdown(records, groups, root, png))
+    atomic_write_text(out["md"], _markdown(records, groups, root, png, earlier))
     return out
