@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apt.sweeps.grouped import fmt_stat
+from apt.training.metrics import FINAL_MARKER
 
 if TYPE_CHECKING:
     from apt.sweeps.grouped import ConfigStats
     from apt.sweeps.summary import JobRecord
 
 __all__ = ["FINAL_MARKER", "plot_sweep"]
-
-#: The marker of a final (by default whole-split) evaluation on the curves panel.
-FINAL_MARKER = "*"
 
 
 def _mean_band(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], list[float], list[float],

@@ -33,6 +33,7 @@ from typing import Any
 from apt.core.files import atomic_write_text
 from apt.sweeps.grouped import GROUPED_COLUMNS, ConfigStats, grouped_markdown, grouped_stats
 from apt.sweeps.plot import plot_sweep
+from apt.training.metrics import split_evals
 
 __all__ = [
     "GROUPED_SUMMARY",
@@ -241,11 +242,7 @@ def read_metrics(path: str | os.PathLike[str], periodic_tokens: int | None = Non
             tok = _float(row.get(toks_col)) if toks_col else None
             if tok is not None and math.isfinite(tok):
                 toks.append(tok)
-    scored = [n for _, _, n in evals if n is not None]
-    subset = periodic_tokens if periodic_tokens is not None else min(scored, default=None)
-    for step, val, n in evals:
-        final = subset is not None and n is not None and n > subset
-        out["final_evals" if final else "val_curve"].append((step, val))
+    out["val_curve"], out["final_evals"] = split_evals(evals, periodic_tokens)
     out["steps"] = max(steps) if steps else None
     out["train_curve"] = train
     if toks:
