@@ -74,6 +74,14 @@ def _recorded_start(job_dir: Path) -> float | None:
         return None
 
 
+def _sweep_dir(config: DictConfig) -> Path:
+    """The sweep directory, also from a job that Hydra moved into its own (``hydra.job.chdir``)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
+    moved = cwd is not None and Path(str(cwd)) != Path.cwd()
+    return Path(str(cwd)) / sweep_dir if moved and not sweep_dir.is_absolute() else sweep_dir
+
+
 def _is_multirun(config: DictConfig) -> bool:
     mode = OmegaConf.select(config, "hydra.mode")
     return mode == RunMode.MULTIRUN or str(mode) == "MULTIRUN"
@@ -146,7 +154,7 @@ class SweepSummaryCallback(Callback):
     # -- in the launching process, before any job ---------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Take the sweep directory (refused when another sweep holds it) and record this sweep."""
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir = _sweep_dir(config)
         lock = RunLock(sweep_dir, kind="sweep")
         try:
             lock.acquire()
@@ -168,7 +176,7 @@ class SweepSummaryCallback(Callback):
         JobRecord(
             job=int(config.hydra.job.num),
             overrides=list(config.hydra.overrides.task),
-            sweep=sweep_key(str(config.hydra.sweep.dir)) or "",
+            sweep=sweep_key(_sweep_dir(config)) or "",
             start_time=start,
             dir=str(job_dir),
         ).save(job_dir)
@@ -183,7 +191,7 @@ class SweepSummaryCallback(Callback):
         rec = JobRecord(
             job=int(config.hydra.job.num),
             overrides=list(config.hydra.overrides.task),
-            sweep=sweep_key(str(config.hydra.sweep.dir)) or "",
+            sweep=sweep_key(_sweep_dir(config)) or "",
             start_time=start,
             wall_time_s=None if start is None else time.time() - start,
             dir=str(job_dir),
@@ -211,13 +219,13 @@ class SweepSummaryCallback(Callback):
         if rec.status == "failed" and self.continue_on_failure:
             job_return.status = JobStatus.COMPLETED
             job_return.return_value = _failed_value(config)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = _sweep_dir(config)
         with _locked(sweep_dir):
             write_summary(sweep_dir, final=False, plot=False, metrics_file=self.metrics_file)
 
     # -- in the launching process, after the last job -----------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir = _sweep_dir(config)
         try:
             with _locked(sweep_dir):
                 try:
