@@ -248,11 +248,11 @@ class SweepSummaryCallback(Callback):
         if not bad:
             return
         level = "error" if self.fail_exit_code else "warning"
-        labels = dict(zip((id(r) for r in records), varying_overrides(records), strict=True))
-        for r in bad:
-            error = r.error.splitlines()[0] if r.error else "no error recorded"
-            print(f"{level}: job {r.job} ({' '.join(labels[id(r)]) or 'no overrides'}) {r.status}: {error}",
-                  file=sys.stderr)
+        for r, label in zip(records, varying_overrides(records), strict=True):  # one line per failed job
+            if r.status != "completed":
+                error = r.error.splitlines()[0] if r.error else "no error recorded"
+                print(f"{level}: job {r.job} ({' '.join(label) or 'no overrides'}) {r.status}: {error}",
+                      file=sys.stderr)
         print(f"{level}: {len(bad)} of {len(records)} jobs failed; see {paths['md']}", file=sys.stderr)
         if self.fail_exit_code:
             # SystemExit passes Hydra's callback guard (it only catches Exception).
