@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 TOY_APP = textwrap.dedent(
     """
-    import csv, os, hydra
+    import csv, os, time, hydra
     from hydra.core.hydra_config import HydraConfig
 
     @hydra.main(version_base=None, config_path="conf", config_name="config")
     def main(cfg):
+        deadline = time.time() + 120
+        while cfg.wait_for and not os.path.exists(cfg.wait_for) and time.time() < deadline:
+            time.sleep(0.05)
         rows = []
         for step in range(1, cfg.steps + 1):
             val = 2.0 / (step * cfg.lr) if step % 2 == 0 else ""
@@ -63,22 +67,24 @@ TOY_CONFIG = textwrap.dedent(
     lr: 1.0
     steps: 6
     fail: false
+    wait_for: ""
     hydra:
       searchpath: [file://{REPO / "conf"}]
     """
 )
 
 
-def _run_toy(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+def _toy_command(tmp_path: Path, *overrides: str) -> tuple[list[str], Path]:
     (tmp_path / "conf").mkdir(exist_ok=True)
     (tmp_path / "conf" / "config.yaml").write_text(TOY_CONFIG)
     (tmp_path / "app.py").write_text(TOY_APP)
     sweep = tmp_path / "multirun"
-    proc = subprocess.run(
-        [sys.executable, "app.py", "-m", f"hydra.sweep.dir={sweep}", *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
-    )
-    return proc, sweep
+    return [sys.executable, "app.py", "-m", f"hydra.sweep.dir={sweep}", *overrides], sweep
+
+
+def _run_toy(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    command, sweep = _toy_command(tmp_path, *overrides)
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240), sweep
 
 
 def _summary_rows(sweep: Path) -> list[dict[str, str]]:
@@ -96,7 +102,63 @@ def test_read_metrics_takes_curve_steps_and_steady_throughput(tmp_path):
     assert m["tokens_per_s"] == 200  # median of 100, 300, 200: the first (warm-up) row is skipped
     assert m["train_curve"] == [(1, 3.0), (2, 2.5), (3, 2.0), (4, 1.8)]
     assert read_metrics(tmp_path / "missing.csv") == {"steps": None, "tokens_per_s": None,
-                                                      "val_curve": [], "train_curve": []}
+                                                      "val_curve": [], "final_evals": [], "train_curve": []}
+
+
+# The trainer's periodic evaluations score a fixed subset of windows (512 tokens here); its final
+# evaluation scores the whole split (1999 tokens), and summary.json's best_val_loss is the periodic
+# subset's best, the final evaluation's share of those windows included (1.38 here).
+TRAINER_METRICS = ("step,train_loss,val_loss,val_tokens\n1,3.0,,\n2,2.0,1.5,512\n3,1.8,,\n"
+                   "4,1.6,1.4,512\n6,1.3,1.2,1999\n")
+TRAINER_SUMMARY = {"step": 6, "val_loss": 1.2, "val_tokens": 1999, "best_val_loss": 1.38, "best_step": 6,
+                   "best_val_tokens": 512}
+
+
+def test_best_val_loss_compares_periodic_subsets_never_the_whole_split_final(tmp_path):
+    (tmp_path / "metrics.csv").write_text(TRAINER_METRICS)
+    failed = JobRecord(job=1, overrides=["a=1"], status="failed")  # died before summary.json
+    failed.fill_from_outputs(tmp_path)
+    assert failed.val_curve == [(2, 1.5), (4, 1.4)]  # the periodic rows only
+    assert failed.final_evals == [(6, 1.2)]  # the whole-split row, kept apart
+    assert failed.best_val_loss == 1.4  # not 1.2: that one scored other windows
+    (tmp_path / "summary.json").write_text(json.dumps(TRAINER_SUMMARY))
+    done = JobRecord(job=0, overrides=["a=1"], status="completed", return_value=1.2)
+    done.fill_from_outputs(tmp_path)
+    assert (done.final_val_loss, done.best_val_loss) == (1.2, 1.38)  # the trainer's like-with-like best
+    done.save(tmp_path)
+    write_summary(tmp_path, plot=False)
+    assert _summary_rows(tmp_path)[0]["best_val_loss"] == "1.38"
+    assert "best_val_loss" in (tmp_path / "summary.md").read_text().split("## Jobs")[1].split("|")[0]
+
+
+def test_a_directory_without_jobs_is_summarised_as_empty(tmp_path):
+    assert write_summary(tmp_path)["md"].read_text().startswith(f"# Sweep summary: {tmp_path}\n\n0 jobs")
+    assert _summary_rows(tmp_path) == []
+
+
+def test_val_loss_plot_marks_the_whole_split_final_apart_from_the_periodic_curve(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed (pip install 'apt[plot]')")
+    import matplotlib.pyplot as plt
+
+    from apt.sweeps.plot import FINAL_MARKER
+
+    for i in range(2):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.csv").write_text(TRAINER_METRICS)
+        (d / "summary.json").write_text(json.dumps(TRAINER_SUMMARY))
+        JobRecord(job=i, overrides=[f"seed={i}"], status="completed", return_value=1.2).save(d)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert write_summary(tmp_path)["plot"].stat().st_size > 0
+    curves = figures[0].axes[0]
+    lines = {line.get_label(): line for line in curves.get_lines()}
+    mean = next(line for label, line in lines.items() if label.startswith("(base)"))
+    assert list(mean.get_xdata()) == [2, 4]  # the curve: periodic evaluations only
+    stars = [line for line in curves.get_lines() if list(line.get_xdata()) == [6]]
+    assert (FINAL_MARKER, [1.2]) in [(line.get_marker(), list(line.get_ydata())) for line in stars]
+    assert FINAL_MARKER != mean.get_marker()
+    assert any(label.startswith("final evaluation (by default the whole split") for label in lines)
 
 
 def test_record_prefers_return_value_and_tracks_best(tmp_path):
@@ -186,3 +248,50 @@ def test_failed_job_reports_worst_value_to_optuna(tmp_path):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     completed = [float(r["final_val_loss"]) for r in rows if r["status"] == "completed"]
     assert results["best_value"] == pytest.approx(min(completed))
+
+
+def test_a_second_sweep_into_a_live_sweeps_directory_is_refused_up_front(tmp_path):
+    # Sweep A waits in its first job until told to go; sweep B, started into A's directory
+    # meanwhile, must be refused before it launches anything (they used to mix silently).
+    command, sweep = _toy_command(tmp_path, "lr=1.0,2.0", f"wait_for={tmp_path / 'go'}")
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (sweep / "0" / JOB_RECORD).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert (sweep / "0" / JOB_RECORD).exists(), first.communicate()
+        second = subprocess.run([*_toy_command(tmp_path, "lr=4.0,8.0")[0]], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=240)
+        (tmp_path / "go").touch()
+        out, err = first.communicate(timeout=240)
+    finally:
+        first.kill()
+    assert second.returncode == 2, second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"the sweep directory {str(sweep)!r} is in use by pid {first.pid}" in errors[0]
+    assert "Traceback" not in second.stderr and "Launching" not in second.stdout + second.stderr
+    assert first.returncode == 0, err[-3000:]
+    assert [r["overrides"].split()[0] for r in _summary_rows(sweep)] == ["lr=1.0", "lr=2.0"]  # A's jobs only
+    assert not (sweep / ".apt.lock").exists()  # released when A ended
+
+
+def test_a_later_sweep_into_the_same_directory_lists_only_its_own_jobs(tmp_path):
+    first, sweep = _run_toy(tmp_path, "lr=1.0,2.0,4.0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second, _ = _run_toy(tmp_path, "lr=8.0")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [(r["job"], r["overrides"]) for r in _summary_rows(sweep)] == [("0", "lr=8.0")]
+    md = (sweep / "summary.md").read_text()
+    assert "1 jobs: 1 completed." in md and "2 job records of an earlier sweep" in md
+    assert "left out 2 job records of an earlier sweep" in second.stdout + second.stderr
+
+
+def test_failed_jobs_end_the_sweep_in_one_line_each_and_a_count(tmp_path):
+    proc, sweep = _run_toy(tmp_path, "lr=1.0,2.0", "fail=false,true")
+    assert proc.returncode == 1
+    last = proc.stderr.rstrip().splitlines()[-3:]
+    assert last[0].startswith("error: job 1 (lr=1.0 fail=True) failed: RuntimeError: diverged at lr=1.0")
+    assert last[1].startswith("error: job 3 (lr=2.0 fail=True) failed: RuntimeError: diverged at lr=2.0")
+    assert last[2] == f"error: 2 of 4 jobs failed; see {sweep / 'summary.md'}"
+    assert "Traceback" not in proc.stdout + proc.stderr  # it stays in the job's record
+    assert "RuntimeError" in json.loads((sweep / "1" / JOB_RECORD).read_text())["traceback"]

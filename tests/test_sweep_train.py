@@ -4,11 +4,14 @@ still lists both, and submitit's local executor (the SLURM preset's code path) w
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from apt.training.runlock import RunLock
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny", "data=synthetic", "trainer=debug", "trainer.max_steps=4",
@@ -59,3 +62,19 @@ def test_seed_sweep_groups_configurations_with_confidence_intervals(tmp_path):
     assert rows[0]["delta_vs_baseline"] == "" and rows[1]["delta_ci95"] != ""
     assert 0.0 <= float(rows[1]["p_value"]) <= 1.0
     assert all(float(r["final_val_loss_se"]) > 0 for r in _rows(sweep).values())
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_bad_value_or_a_busy_run_directory_ends_in_one_line_per_failed_job(tmp_path):
+    # Job 1's value fails its config check and job 2's run directory is held by another run;
+    # both are failed jobs, job 0 still trains, and no traceback is printed.
+    with RunLock(tmp_path / "multirun" / "2"):
+        proc, sweep = _sweep(tmp_path, "model.num_heads=2,3,4")
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = proc.stderr.rstrip().splitlines()[-3:]
+    assert last[0] == "error: job 1 (model.num_heads=3) failed: model.d_model=32 is not divisible by num_heads=3"
+    assert last[1].startswith("error: job 2 (model.num_heads=4) failed: the run directory ")
+    assert f"is in use by pid {os.getpid()}" in last[1]
+    assert last[2] == f"error: 2 of 3 jobs failed; see {sweep / 'summary.md'}"
+    assert [r["status"] for r in _rows(sweep).values()] == ["completed", "failed", "failed"]

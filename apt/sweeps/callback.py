@@ -3,17 +3,28 @@
 Enabled through ``hydra.callbacks`` (``conf/hydra/callbacks/sweep_summary.yaml``). Hydra calls
 ``on_job_start``/``on_job_end`` inside the job's own process (the main process for the
 basic launcher, a worker for joblib, a cluster node for submitit) and
-``on_multirun_end`` in the process that launched the sweep, so each job writes its own
-record next to its outputs and the launching process assembles the summary from files.
+``on_multirun_start``/``on_multirun_end`` in the process that launched the sweep, so each job
+writes its own record next to its outputs and the launching process assembles the summary
+from files.
+
+The launching process holds the sweep directory's lock (:mod:`apt.training.runlock`) from
+``on_multirun_start`` to the end of the sweep: a second sweep into the same directory is one
+``error:`` line and exit status 2 before it launches anything, as a second run into a run
+directory is. A job that failed for any reason (its config, a run directory in use, an
+exception, a failed plugin) is a failed job: the sweep ends with one ``error:`` line per
+failed job and one saying how many failed, and exits with ``fail_exit_code``.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import math
+import sys
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,13 +35,18 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems
 from apt.sweeps.summary import (
     JOB_RECORD,
     METRICS_FILE,
     JobRecord,
-    collect_records,
+    split_records,
+    start_sweep,
+    sweep_key,
+    varying_overrides,
     write_summary,
 )
+from apt.training.runlock import RunDirLocked, RunLock
 
 __all__ = ["SweepSummaryCallback"]
 
@@ -58,9 +74,34 @@ def _recorded_start(job_dir: Path) -> float | None:
         return None
 
 
+def _sweep_dir(config: DictConfig) -> Path:
+    """The sweep directory, also from a job that Hydra moved into its own (``hydra.job.chdir``)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
+    moved = cwd is not None and Path(str(cwd)) != Path.cwd()
+    return Path(str(cwd)) / sweep_dir if moved and not sweep_dir.is_absolute() else sweep_dir
+
+
 def _is_multirun(config: DictConfig) -> bool:
     mode = OmegaConf.select(config, "hydra.mode")
     return mode == RunMode.MULTIRUN or str(mode) == "MULTIRUN"
+
+
+def _new_sweep_key(config: DictConfig) -> str:
+    """What makes this sweep one: a fresh key, except that a study kept in a storage is one
+    sweep across the commands that continue it (its trials are numbered across them)."""
+    storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+    name = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
+    if storage and name:
+        return f"study {name} in {storage}"
+    return uuid.uuid4().hex
+
+
+def _error_text(error: BaseException) -> str:
+    """A failed job's error in one line: a config problem as its problems, else ``Type: message``."""
+    if isinstance(error, ConfigProblems):
+        return "; ".join(error.problems)
+    return f"{type(error).__name__}: {error}"
 
 
 def _failed_value(config: DictConfig) -> float:
@@ -108,6 +149,22 @@ class SweepSummaryCallback(Callback):
         self.metrics_file = metrics_file
         self.baseline = None if baseline is None else str(baseline)
         self._started: dict[str, float] = {}
+        self._lock: RunLock | None = None
+
+    # -- in the launching process, before any job ---------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Take the sweep directory (refused when another sweep holds it) and record this sweep."""
+        sweep_dir = _sweep_dir(config)
+        lock = RunLock(sweep_dir, kind="sweep")
+        try:
+            lock.acquire()
+        except RunDirLocked as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            # SystemExit passes Hydra's callback guard (it only catches Exception).
+            raise SystemExit(CONFIG_ERROR_EXIT) from None
+        self._lock = lock
+        atexit.register(lock.release)  # a sweep that ends by an exception lets go too
+        start_sweep(sweep_dir, _new_sweep_key(config))
 
     # -- in the job's process --------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -119,6 +176,7 @@ class SweepSummaryCallback(Callback):
         JobRecord(
             job=int(config.hydra.job.num),
             overrides=list(config.hydra.overrides.task),
+            sweep=sweep_key(_sweep_dir(config)) or "",
             start_time=start,
             dir=str(job_dir),
         ).save(job_dir)
@@ -133,6 +191,7 @@ class SweepSummaryCallback(Callback):
         rec = JobRecord(
             job=int(config.hydra.job.num),
             overrides=list(config.hydra.overrides.task),
+            sweep=sweep_key(_sweep_dir(config)) or "",
             start_time=start,
             wall_time_s=None if start is None else time.time() - start,
             dir=str(job_dir),
@@ -147,39 +206,54 @@ class SweepSummaryCallback(Callback):
         else:
             rec.status = "failed"
             if isinstance(value, BaseException):
-                rec.error = f"{type(value).__name__}: {value}"
+                rec.error = _error_text(value)
                 rec.traceback = "".join(traceback.format_exception(value))
             else:
                 rec.error = f"job ended with status {job_return.status.name}"
-            log.error("job %d (%s) failed: %s\n%s", rec.job, " ".join(rec.overrides),
-                      rec.error, rec.traceback)
+            # one line: the traceback is kept in the job's record (and named when it may help)
+            log.error("job %d (%s) failed: %s%s", rec.job, " ".join(rec.overrides), rec.error,
+                      "" if isinstance(value, ConfigProblems) or not rec.traceback
+                      else f" (traceback: {job_dir / JOB_RECORD})")
         rec.fill_from_outputs(job_dir, self.metrics_file)
         rec.save(job_dir)
         if rec.status == "failed" and self.continue_on_failure:
             job_return.status = JobStatus.COMPLETED
             job_return.return_value = _failed_value(config)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = _sweep_dir(config)
         with _locked(sweep_dir):
             write_summary(sweep_dir, final=False, plot=False, metrics_file=self.metrics_file)
 
-    # -- in the launching process ------------------------------------------------------------
+    # -- in the launching process, after the last job -----------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        with _locked(sweep_dir):
-            try:
-                paths = write_summary(sweep_dir, final=True, plot=self.plot,
-                                      metrics_file=self.metrics_file, baseline=self.baseline)
-            except ValueError as exc:  # the baseline: report it, still summarise the sweep
-                log.error("sweep summary: %s; comparing with the first configuration instead", exc)
-                paths = write_summary(sweep_dir, final=True, plot=self.plot,
-                                      metrics_file=self.metrics_file)
-            records = collect_records(sweep_dir, final=True, metrics_file=self.metrics_file)
+        sweep_dir = _sweep_dir(config)
+        try:
+            with _locked(sweep_dir):
+                try:
+                    paths = write_summary(sweep_dir, final=True, plot=self.plot,
+                                          metrics_file=self.metrics_file, baseline=self.baseline)
+                except ValueError as exc:  # the baseline: report it, still summarise the sweep
+                    log.error("sweep summary: %s; comparing with the first configuration instead", exc)
+                    paths = write_summary(sweep_dir, final=True, plot=self.plot,
+                                          metrics_file=self.metrics_file)
+                records, earlier = split_records(sweep_dir, final=True, metrics_file=self.metrics_file)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                atexit.unregister(self._lock.release)
+                self._lock = None
         bad = [r for r in records if r.status != "completed"]
-        log.info("sweep summary: %s (%d jobs, %d not completed)", paths["md"], len(records),
-                 len(bad))
-        if bad and self.fail_exit_code:
-            jobs = ", ".join(f"#{r.job} {r.status}: {r.error}" for r in bad)
-            log.error("%d of %d jobs did not complete (%s); see %s", len(bad), len(records),
-                      jobs, paths["md"])
+        log.info("sweep summary: %s (%d jobs, %d failed)", paths["md"], len(records), len(bad))
+        if earlier:
+            log.warning("left out %d job records of an earlier sweep in %s", len(earlier), sweep_dir)
+        if not bad:
+            return
+        level = "error" if self.fail_exit_code else "warning"
+        for r, label in zip(records, varying_overrides(records), strict=True):  # one line per failed job
+            if r.status != "completed":
+                error = r.error.splitlines()[0] if r.error else "no error recorded"
+                print(f"{level}: job {r.job} ({' '.join(label) or 'no overrides'}) {r.status}: {error}",
+                      file=sys.stderr)
+        print(f"{level}: {len(bad)} of {len(records)} jobs failed; see {paths['md']}", file=sys.stderr)
+        if self.fail_exit_code:
             # SystemExit passes Hydra's callback guard (it only catches Exception).
             raise SystemExit(self.fail_exit_code)

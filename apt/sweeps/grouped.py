@@ -77,8 +77,8 @@ class ConfigStats:
 
 def _labels(keys: Sequence[tuple[str, ...]]) -> list[str]:
     """The overrides that vary between configurations; all of them when there is one."""
-    if len(keys) == 1:
-        return [" ".join(keys[0]) or "(base)"]
+    if len(keys) <= 1:
+        return [" ".join(k) or "(base)" for k in keys]
     common = set(keys[0]).intersection(*map(set, keys[1:]))
     return [" ".join(o for o in k if o not in common) or "(base)" for k in keys]
 

@@ -2,9 +2,9 @@
 
 Left: validation loss against step, the mean over a configuration's completed seeds with a
 band from their lowest to their highest value at each step (the train loss mean dashed
-behind, for runs that validate rarely). A job that logged a single evaluation (shorter
-than ``log_every`` or ``eval_every``: the trainer still logs and evaluates its last step)
-is a point with its band as an error bar. Right: each configuration's final val loss, one
+behind, for runs that validate rarely). The curve is the periodic evaluations, which all
+score the same windows; the final evaluation scores other windows (by default the whole
+split), so it is not joined to the curve but drawn as a star at its step, labelled as such. Right: each configuration's final val loss, one
 dot per seed, and the mean with its 95% confidence interval, so "is X better than Y" can be
 read off the picture. Failed jobs are drawn dotted on the left and left out of the means.
 """
@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apt.sweeps.grouped import fmt_stat
+from apt.training.metrics import FINAL_MARKER
 
 if TYPE_CHECKING:
     from apt.sweeps.grouped import ConfigStats
     from apt.sweeps.summary import JobRecord
 
-__all__ = ["plot_sweep"]
+__all__ = ["FINAL_MARKER", "plot_sweep"]
 
 
 def _mean_band(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], list[float], list[float],
@@ -47,7 +48,7 @@ def plot_sweep(records: Sequence[JobRecord], groups: Sequence[ConfigStats], path
         return None
     by_job = {r.job: r for r in records}
     jobs = [[by_job[j] for j in g.jobs if j in by_job] for g in groups]
-    curves = any(len(r.val_curve) > 1 for js in jobs for r in js)
+    curves = any(len(r.val_curve) + len(r.final_evals) > 1 for js in jobs for r in js)
     height = max(4.5, 1.5 + 0.6 * len(groups))
     if curves:
         fig, (ax, ax_final) = plt.subplots(1, 2, figsize=(13, height), width_ratios=(1.3, 1))
@@ -55,16 +56,23 @@ def plot_sweep(records: Sequence[JobRecord], groups: Sequence[ConfigStats], path
         fig, ax_final = plt.subplots(figsize=(8, height))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     shown: list[tuple[int, float]] = []
+    finals = False
     for i, (g, js) in enumerate(zip(groups, jobs, strict=True)):
         color = colors[i % len(colors)]
         if curves:
-            shown += _draw_curves(ax, g, js, color)
+            drawn = _draw_curves(ax, g, js, color)
+            finals |= _draw_final_evals(ax, js, color, shown + drawn)
+            shown += drawn
         _draw_final(ax_final, g, len(groups) - 1 - i, color)
     if curves:
+        if finals:  # one legend entry for the stars of every configuration
+            ax.plot([], [], FINAL_MARKER, color="0.4", markersize=9, linestyle="none",
+                    label="final evaluation (by default the whole split: other windows)")
         _zoom(ax, shown)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.set_title("val loss: mean over seeds, band = min-max (dashed: train)", fontsize=10)
+        ax.set_title("val loss of the periodic evaluations: mean over seeds, band = min-max\n"
+                     "(dashed: train; star: the final evaluation)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     ax_final.set_yticks(range(len(groups)), [f"{g.config}\nn={g.n}" + (f" (+{g.failed} failed)" if g.failed else "")
@@ -106,6 +114,18 @@ def _draw_curves(ax: Any, g: ConfigStats, jobs: Sequence[JobRecord], color: str)
         if r.status != "completed" and r.val_curve:
             ax.plot(*zip(*r.val_curve, strict=True), ":", color=color, alpha=0.7, linewidth=1)
     return [*zip(steps, lo, strict=True), *zip(steps, hi, strict=True), *zip(t_steps, t_mean, strict=True)]
+
+
+def _draw_final_evals(ax: Any, jobs: Sequence[JobRecord], color: str, shown: list[tuple[int, float]]) -> bool:
+    """Stars at the mean of the completed jobs' final evaluations; adds them to ``shown``."""
+    steps, mean, lo, hi = _mean_band([r.final_evals for r in jobs if r.status == "completed" and r.final_evals])
+    if not steps:
+        return False
+    ax.errorbar(steps, mean, yerr=[[m - low for m, low in zip(mean, lo, strict=True)],
+                                   [high - m for m, high in zip(mean, hi, strict=True)]],
+                fmt=FINAL_MARKER, color=color, markersize=11, capsize=3, linewidth=1, zorder=3)
+    shown += [*zip(steps, lo, strict=True), *zip(steps, hi, strict=True)]
+    return True
 
 
 def _draw_final(ax: Any, g: ConfigStats, y: float, color: str) -> None:

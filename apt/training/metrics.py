@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "logging_redirect", "plot_losses", "progress_bar"]
+__all__ = ["FINAL_MARKER", "MetricsLogger", "logging_redirect", "plot_losses", "progress_bar", "split_evals"]
+
+#: The marker of a final (by default whole-split) evaluation in loss plots: it scores other
+#: windows than the periodic evaluations, so it is a point apart, not part of their line.
+FINAL_MARKER = "*"
 
 
 class MetricsLogger:
@@ -75,12 +79,31 @@ def _fmt(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
 
 
+def split_evals(evals: Sequence[tuple[int, float, float | None]], periodic_tokens: float | None = None
+                ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """``(step, val_loss, val_tokens)`` rows split into the periodic evaluations and the final ones.
+
+    Periodic evaluations score a fixed subset of the final evaluation's windows, so a row that
+    scored more tokens than ``periodic_tokens`` (default: the fewest any row scored) is a
+    final one; rows without a token count are periodic. Only rows of one kind compare.
+    """
+    counts = [n for _, _, n in evals if n is not None]
+    subset = periodic_tokens if periodic_tokens is not None else min(counts, default=None)
+    periodic: list[tuple[int, float]] = []
+    final: list[tuple[int, float]] = []
+    for step, loss, n in evals:
+        (final if subset is not None and n is not None and n > subset else periodic).append((step, loss))
+    return periodic, final
+
+
 def plot_losses(rows: list[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
     """Train and val loss against step as a PNG; ``None`` when there is nothing to plot
-    (or no matplotlib, which is logged)."""
+    (or no matplotlib, which is logged). The val line joins the periodic evaluations; the
+    final evaluation (other windows: :func:`split_evals`) is a star apart."""
     train = [(r["step"], r["train_loss"]) for r in rows if _finite(r.get("train_loss"))]
-    val = [(r["step"], r["val_loss"]) for r in rows if _finite(r.get("val_loss"))]
-    if not train and not val:
+    val, final = split_evals([(r["step"], r["val_loss"], r["val_tokens"] if _finite(r.get("val_tokens")) else None)
+                              for r in rows if _finite(r.get("val_loss"))])
+    if not train and not val and not final:
         return None
     from apt.plotting import pyplot
 
@@ -92,7 +115,10 @@ def plot_losses(rows: list[Mapping[str, Any]], path: str | Path, title: str = ""
     if train:
         ax.plot(*zip(*train, strict=True), label="train")
     if val:
-        ax.plot(*zip(*val, strict=True), marker="o", label="val")
+        ax.plot(*zip(*val, strict=True), marker="o", label="val (periodic evaluations)")
+    if final:
+        ax.plot(*zip(*final, strict=True), FINAL_MARKER, markersize=11, linestyle="none",
+                label="val, final evaluation (by default the whole split)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -9,6 +9,9 @@ from pids: its lock is free, and when it names this host it is taken over with a
 A lock file from another host whose lock is free (a network file system that does not
 share flocks) cannot be checked from here and is refused with the file to delete.
 
+A multirun's launching process holds its sweep directory's lock the same way for the whole
+sweep (``RunLock(d, kind="sweep")``), so two sweeps never write into one directory.
+
 No torch here: ``apt check`` and train.py's preflight ask :func:`lock_problem`.
 """
 
@@ -44,26 +47,32 @@ def _read(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _in_use(directory: Path, record: dict[str, Any]) -> str:
+def _in_use(directory: Path, record: dict[str, Any], kind: str = "run") -> str:
     since = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(record["started"])) \
         if isinstance(record.get("started"), int | float) else ""
-    return (f"the run directory {str(directory)!r} is in use by pid {record.get('pid', '?')} on host "
-            f"{record.get('host', '?')}{since}; wait for that run to end, or write this one elsewhere "
-            "(another hydra.run.dir)")
+    return (f"the {kind} directory {str(directory)!r} is in use by pid {record.get('pid', '?')} on host "
+            f"{record.get('host', '?')}{since}; wait for that {kind} to end, or write this one elsewhere "
+            f"(another hydra.{kind}.dir)")
 
 
-def _foreign(directory: Path, record: dict[str, Any]) -> str:
-    return (f"the run directory {str(directory)!r} is locked by pid {record.get('pid', '?')} on host "
-            f"{record.get('host')}, which cannot be checked from {socket.gethostname()}; if that run has "
+def _foreign(directory: Path, record: dict[str, Any], kind: str = "run") -> str:
+    return (f"the {kind} directory {str(directory)!r} is locked by pid {record.get('pid', '?')} on host "
+            f"{record.get('host')}, which cannot be checked from {socket.gethostname()}; if that {kind} has "
             f"ended, delete {str(directory / LOCK_NAME)!r}")
 
 
 class RunLock:
-    """Hold ``directory``'s lock: ``with RunLock(d): ...`` or :meth:`acquire` / :meth:`release`."""
+    """Hold ``directory``'s lock: ``with RunLock(d): ...`` or :meth:`acquire` / :meth:`release`.
 
-    def __init__(self, directory: str | Path) -> None:
+    ``kind`` names what the directory is for in the messages: ``run`` (``hydra.run.dir``), or
+    ``sweep`` for a multirun's ``hydra.sweep.dir``, which its launching process holds for the
+    whole sweep (:class:`apt.sweeps.SweepSummaryCallback`).
+    """
+
+    def __init__(self, directory: str | Path, *, kind: str = "run") -> None:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
+        self.kind = kind
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -75,7 +84,7 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise RunDirLocked(_in_use(self.directory, _read(self.path))) from None
+                raise RunDirLocked(_in_use(self.directory, _read(self.path), self.kind)) from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the owner released (and removed) it between our open and flock: again
@@ -83,10 +92,10 @@ class RunLock:
         host = socket.gethostname()
         if previous.get("host") not in (None, host):
             os.close(fd)
-            raise RunDirLocked(_foreign(self.directory, previous))
+            raise RunDirLocked(_foreign(self.directory, previous, self.kind))
         if previous.get("pid") is not None:
-            log.warning("took over the stale lock of pid %s in %s: that run is no longer running",
-                        previous["pid"], self.directory)
+            log.warning("took over the stale lock of pid %s in %s: that %s is no longer running",
+                        previous["pid"], self.directory, self.kind)
         record = json.dumps({"pid": os.getpid(), "host": host, "started": time.time()})
         os.ftruncate(fd, 0)
         os.pwrite(fd, record.encode(), 0)

@@ -93,6 +93,8 @@ def test_sqlite_study_continues_with_the_same_command(tmp_path):
         assert t.value == pytest.approx((t.params["x"] - 3) ** 2 + t.params["y"])
     # the continued session's seed is offset, so it does not replay the first session's draws
     assert [t.params for t in trials[:3]] != [t.params for t in trials[3:]]
+    # one study is one sweep: the continued session's summary lists every trial
+    assert "6 jobs: 6 completed." in (tmp_path / "study" / "summary.md").read_text()
 
 
 def test_failed_trials_are_worst_values_with_the_callback_and_fail_without(tmp_path):
