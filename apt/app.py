@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from apt.checks import CheckedRun, check_run, new_plugin_manager
-from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
+from apt.core.errors import CONFIG_ERROR_EXIT, INTERRUPTED_EXIT, ConfigProblems, report
 from apt.resume import ResumePlan, record_resume, resume_plan
 
 __all__ = ["ConfigProblems", "Prepared", "check_config", "main", "new_plugin_manager", "preflight", "prepare",
@@ -131,8 +132,10 @@ def resuming(plan: ResumePlan | None) -> Iterator[None]:
 
 # -- the Hydra task function --------------------------------------------------------------------
 def main(cfg: DictConfig) -> float:
-    """Hydra task function: run, or print the problem (exit status 2 for a config problem,
-    1 for an unreadable checkpoint or a non-finite loss)."""
+    """Hydra task function: run, or print the problem in one line (exit status 2 for a config
+    problem; 1 for an unreadable checkpoint, a non-finite loss or a disk with no room left,
+    naming the file; 130 for a second Ctrl-C, which stops at once, without saving)."""
+    from apt.core.files import no_space_line
     from apt.training.checkpoint import CheckpointError
     from apt.training.nonfinite import NonFiniteLoss
 
@@ -144,11 +147,21 @@ def main(cfg: DictConfig) -> float:
             raise  # one failed job of a sweep: Hydra records it, the sweep goes on
         _remove_fresh_run_dir()
         raise SystemExit(CONFIG_ERROR_EXIT) from None
-    except (CheckpointError, NonFiniteLoss) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = str(exc) if isinstance(exc, CheckpointError | NonFiniteLoss) else no_space_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         if _in_multirun():
             raise
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        out = _hydra_output_dir()
+        if _in_multirun() or out is None or os.environ.get("APT_DEBUG"):
+            raise  # the command's one line (apt.core.errors.ends_in_one_line) ends the sweep
+        print(f"interrupted: the run stopped without saving; trainer.resume=true hydra.run.dir={out} "
+              "continues from its last checkpoint", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
 
 
 def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: Any = None,
@@ -220,8 +233,10 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
     if out_dir is not None and ctx.is_main:
         import json
 
-        (Path(out_dir) / "summary.json").write_text(json.dumps(
-            {**summary, "params": n_params, "wall_s": wall}, indent=2, default=str), encoding="utf-8")
+        from apt.core.files import atomic_write_text
+
+        atomic_write_text(Path(out_dir) / "summary.json", json.dumps(
+            {**summary, "params": n_params, "wall_s": wall}, indent=2, default=str))
     return float(val)
 
 

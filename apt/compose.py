@@ -134,8 +134,9 @@ def help_text(overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] 
 
     groups = "\n".join(f"{g}: {', '.join(o)}" for g, o in config_groups(config_dir).items())
     config = OmegaConf.to_yaml(compose(overrides, config_dir))
-    return (f"python train.py [group=option ...] [key=value ...]   (-m: a sweep; --hydra-help: Hydra's flags)\n\n"
-            f"== Configuration groups ==\nCompose your configuration from those groups (group=option)\n\n"
+    return ("usage: python train.py | python -m apt train [group=option ...] [key=value ...]\n"
+            "  (-m: a sweep; --config-dir DIR: your configs; --hydra-help: Hydra's flags)\n\n"
+            "== Configuration groups ==\nCompose your configuration from those groups (group=option)\n\n"
             f"{groups}\n\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n{config}\n"
             f"Check a configuration without running it: python -m apt check [overrides]\n")
 

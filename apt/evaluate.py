@@ -11,8 +11,9 @@ the printed loss is the run's final ``val_loss``. Standard output is exactly one
     {"loss": 1.4712, "se": 0.0061, "tokens": 111540, "bpb": 2.1225, "split": "val"}
 
 (``se`` is null for a single window, ``bpb`` for tokenizers without text, e.g. synthetic ids.)
-Problems are one ``error:`` line on stderr: exit status 2 for bad options or data, 1 for a
-missing, unreadable or non-APT checkpoint.
+Problems are one ``error:`` line on stderr, exit status 2: bad options or data, or a
+checkpoint that is missing, unreadable, not APT's or holds weights that do not fit its model
+config. ``python -m apt evaluate`` is the same command.
 
 Re-splitting the run's own data (another ``val_fraction`` or ``test_fraction`` on the same
 source) is refused: such a split overlaps tokens the run trained on.
@@ -27,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from apt.core.errors import ends_in_one_line
 from apt.loading import load_model
 from apt.training.evaluation import EvalResult
 
@@ -96,25 +98,33 @@ def evaluate_checkpoint(ckpt: str, *, split: str = "val", data: Mapping[str, Any
     return ev.run(model, ev.windows(max_tokens)).result()
 
 
-USAGE = ("usage: python -m apt.evaluate ckpt=<path> [split=val|test] [eval_tokens=all|N] [device=auto] "
-         "[data.<key>=<value> ...]")
+USAGE = ("usage: python -m apt evaluate ckpt=<path> [split=val|test] [eval_tokens=all|N] [device=auto] "
+         "[data.<key>=<value> ...]\n"
+         "  Print the loss of a checkpoint on its run's held-out data as one JSON line.\n"
+         "  python -m apt.evaluate is the same command.")
 
 
+@ends_in_one_line
 def main(argv: Sequence[str] | None = None) -> int:
-    from omegaconf import OmegaConf
-
-    from apt.training.checkpoint import CheckpointError
-
     argv = list(argv if argv is not None else sys.argv[1:])
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(argv)))
+    from omegaconf import OmegaConf
+
+    from apt.training.checkpoint import CheckpointError
+
+    try:
+        args = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, OmegaConf.from_cli(argv)))
+    except Exception as exc:  # noqa: BLE001 - omegaconf's grammar errors
+        print(f"{USAGE.splitlines()[0]}\nerror: cannot parse the arguments: {str(exc).splitlines()[0]}",
+              file=sys.stderr)
+        return 2
     unknown = sorted(set(args) - set(DEFAULTS))
     if unknown or not args["ckpt"] or not isinstance(args["data"], dict):
         why = (f"unknown option(s) {unknown}; valid: {sorted(DEFAULTS)} and data.<key>" if unknown
                else "ckpt=<path> is required" if not args["ckpt"] else "data options are data.<key>=<value>")
-        print(f"{USAGE}\nerror: {why}", file=sys.stderr)
+        print(f"{USAGE.splitlines()[0]}\nerror: {why}", file=sys.stderr)
         return 2
     from apt.build import resolve_device
     from apt.checks.paths import checkpoint_path_problem, device_problem
@@ -122,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad_ckpt = checkpoint_path_problem(str(args["ckpt"]))  # the header alone, before torch
     if bad_ckpt:
         print(f"error: {bad_ckpt.replace('ckpt_path=', 'ckpt=', 1)}", file=sys.stderr)
-        return 1
+        return 2
     bad_device = device_problem(str(args["device"]))
     if bad_device:
         print(f"error: {bad_device.replace('trainer.device', 'device')}", file=sys.stderr)
@@ -133,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          eval_tokens=args["eval_tokens"], device=resolve_device(str(args["device"])))
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except ValueError as exc:  # EvaluateError, ConfigProblems (device), a bad eval_tokens
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ take part, through their structure-restoring part alone
 (:meth:`apt.plugins.Plugin.restore_structure`: MoE upcycling rebuilds its experts). No
 plugin is set up, so none registers hooks or opens files (the ``logging`` plugin of a run
 does not truncate a ``training.log`` anywhere). A ``_target_`` the checkpoint names that is
-neither is a one-line :class:`~apt.training.checkpoint.CheckpointError`, never an import.
+neither is a one-line :class:`~apt.training.checkpoint.CheckpointError`, never an import;
+so are weights that do not fit the model config beside them (the line names the parameters
+and both shapes, where ``load_state_dict`` would raise a screenful).
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "weights_mismatch"]
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     """``(model, tokenizer, checkpoint)`` rebuilt from an APT checkpoint, in eval mode.
 
     Raises :class:`apt.training.checkpoint.CheckpointError` naming the file when it is
-    missing, unreadable or not APT's, or names a provider or plugin that is not built in
-    or installed.
+    missing, unreadable or not APT's, names a provider or plugin that is not built in or
+    installed, or holds weights that do not fit its model config.
     """
     from apt.core.config import APTConfig
     from apt.core.registry import Registry
@@ -52,8 +54,31 @@ def load_model(path: str, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path!r}: plugin {cls.__name__} cannot restore the model's "
                                   f"structure: {exc}") from exc
+    mismatch = weights_mismatch(model.state_dict(), state["model"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path!r}: its weights do not match its model config: {mismatch}")
     model.load_state_dict(state["model"])
     return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"]), state
+
+
+def weights_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any], shown: int = 3) -> str:
+    """How the weights ``found`` differ from the model's ``expected`` state dict, in one line
+    (the first ``shown`` parameters of each kind); ``""`` when they fit."""
+    def shape(t: Any) -> list[int] | None:
+        return list(t.shape) if hasattr(t, "shape") else None
+
+    def first(items: list[str]) -> str:
+        more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+        return "; ".join(items[:shown]) + more
+
+    wrong = [f"{k}: {shape(found[k])} in the file, {shape(v)} for the config"
+             for k, v in expected.items() if k in found and shape(found[k]) != shape(v)]
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    parts = ([f"shapes differ for {first(wrong)}"] if wrong else []) + \
+        ([f"the file lacks {first(missing)}"] if missing else []) + \
+        ([f"the model has no {first(extra)}"] if extra else [])
+    return ", ".join(parts)
 
 
 def _structure_restorers(path: str, state: Mapping[str, Any], registry: Any) -> list[tuple[type, dict, Any]]:

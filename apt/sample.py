@@ -7,7 +7,9 @@ the text ``ROMEO:``, not YAML); numbers are numbers and ``null`` is none. ``--he
 the usage.
 
 Options and the checkpoint's header are checked before torch is imported or any weight is
-read (a mistake is one ``error:`` line, exit status 2). The checkpoint carries the model
+read (a mistake is one ``error:`` line, exit status 2; so is a checkpoint that cannot be
+loaded, e.g. weights that do not fit its model config). ``python -m apt sample`` is the same
+command. The checkpoint carries the model
 config, the tokenizer and the run config, so nothing else is needed (see
 :func:`apt.loading.load_model`, shared with ``apt.evaluate``).
 """
@@ -18,7 +20,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, did_you_mean, report
+from apt.core.errors import (
+    CONFIG_ERROR_EXIT,
+    ConfigProblems,
+    did_you_mean,
+    ends_in_one_line,
+    report,
+)
 from apt.loading import load_model
 
 __all__ = ["USAGE", "check_args", "load_model", "main", "parse_args", "sample"]
@@ -27,10 +35,11 @@ DEFAULTS = {"ckpt": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 
             "num_samples": 1, "seed": 1337, "device": "auto"}
 _TEXT = ("ckpt", "prompt", "device")  # taken as written
 
-USAGE = ("usage: python -m apt.sample ckpt=<path> [prompt=TEXT] [max_new_tokens=500] [temperature=0.8] "
+USAGE = ("usage: python -m apt sample ckpt=<path> [prompt=TEXT] [max_new_tokens=500] [temperature=0.8] "
          "[top_k=null] [num_samples=1] [seed=1337] [device=auto]\n"
          "  Generate text from a checkpoint written by train.py. prompt is literal text (quote it for the\n"
-         "  shell); temperature=0 is greedy; device: auto, cpu, cuda, cuda:N or mps.")
+         "  shell); temperature=0 is greedy; device: auto, cpu, cuda, cuda:N or mps.\n"
+         "  python -m apt.sample is the same command.")
 
 
 def sample(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, temperature: float,
@@ -96,6 +105,7 @@ def _scalar(text: str) -> Any:
     return text
 
 
+@ends_in_one_line
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv if argv is not None else sys.argv[1:])
     if any(a in ("-h", "--help") for a in argv):
@@ -124,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tok, _ = load_model(str(args["ckpt"]), device)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return CONFIG_ERROR_EXIT
     for i in range(int(args["num_samples"])):
         if i:
             print("-" * 40)

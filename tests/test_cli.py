@@ -300,3 +300,176 @@ def test_summary_command_rebuilds_a_sweep_summary(tmp_path, capsys):
     assert "2 jobs: 2 completed." in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "val_loss.png").exists()
     assert (tmp_path / "summary_grouped.csv").exists()
+
+
+# -- one command family ---------------------------------------------------------------------
+COMMANDS = ["train", "check", "sample", "evaluate", "export", "prepare", "summary", "hooks", "schedule", "list"]
+
+
+def test_every_command_answers_help_without_torch():
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from apt.cli import main
+        for command in {[c for c in COMMANDS if c != "export"] + ["export"]!r}:
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    rc = main([command, "--help"])
+            except SystemExit as exc:
+                rc = exc.code
+            print(command, "RC", rc, "HELP", "python -m apt " + command in out.getvalue(), "TORCH", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    # apt.export's package imports its exporter (torch) on import: the last command, after all others
+    expected = [f"{c} RC 0 HELP True TORCH {c == 'export'}" for c in COMMANDS if c != "export"]
+    assert out.stdout.splitlines() == [*expected, "export RC 0 HELP True TORCH True"], out.stdout + out.stderr
+    top = _run_cli("--help")
+    assert top.returncode == 0 and all(c in top.stdout for c in COMMANDS)
+
+
+def test_version_is_the_installed_package_version():
+    proc = _run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"apt {metadata.version('apt')}\n", proc.stderr
+
+
+@pytest.mark.parametrize(("command", "module"), [("sample", "apt.sample"), ("evaluate", "apt.evaluate"),
+                                                 ("export", "apt.export"), ("prepare", "apt.data.prepare")])
+def test_module_forms_are_aliases_of_the_subcommands(command, module, tmp_path):
+    sub = _run_cli(command, "--help")
+    alias = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert sub.returncode == alias.returncode == 0, sub.stderr + alias.stderr
+    assert sub.stdout == alias.stdout and sub.stdout.startswith("usage: python -m apt ")
+    for args in (["colour=red"], ["a=["], []):  # unknown option, malformed, nothing
+        bad = _run_cli(command, *args, cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stdout == "", bad.stderr
+        _one_error_line(bad.stderr)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["sampel"], "error: unknown command 'sampel' (did you mean 'sample'?); valid: train, sample, evaluate"),
+    (["list", "plugin"], "error: argument what: invalid choice: 'plugin' (choose from 'providers', 'plugins')"),
+    (["schedule", "--by", "week"], "error: argument --by: invalid choice: 'week'"),
+    ([], "error: the following arguments are required: COMMAND"),
+])
+def test_usage_errors_read_as_every_other_error(argv, message):
+    proc = _run_cli(*argv)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("usage: python -m apt") and lines[-1].startswith(message), proc.stderr
+    assert [x for x in lines if "error" in x] == lines[-1:] and "python -m apt: error" not in proc.stderr
+
+
+# -- every command ends in one line -----------------------------------------------------------
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_free_space(tmp_path):
+    # `ulimit -f 600` (600 KiB): the final checkpoint of a 0.1M-parameter model does not fit
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600 << 10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train.py", *TINY, "model.d_model=96", f"data.cache_dir={tmp_path / 'c'}",
+                           f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = _one_error_line(proc.stderr)
+    assert str(run_dir / "checkpoints" / "step-00000004.pt") in line and "File too large" in line, line
+    assert "free on its filesystem" in line and "600 KiB (ulimit -f)" in line, line
+    assert proc.stderr.rstrip().splitlines()[-1] == line
+    assert list((run_dir / "checkpoints").iterdir()) == []  # no temporary file left behind
+
+
+def _interrupted(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` (which sends this process a real SIGINT at a chosen point) in Python."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A real checkpoint of a 4-step run."""
+    from apt.app import run
+    from apt.compose import compose
+
+    tmp = tmp_path_factory.mktemp("ckpt")
+    run(compose([*TINY, f"data.cache_dir={tmp / 'c'}"]), out_dir=tmp / "run")
+    return tmp / "run" / "checkpoints" / "step-00000004.pt"
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate", "export"])
+def test_an_interrupt_while_loading_a_checkpoint_is_one_line(command, checkpoint, tmp_path):
+    argv = [command, f"ckpt={checkpoint}", *([f"out={tmp_path / 'hf'}"] if command == "export" else [])]
+    proc = _interrupted(f"""
+        import os, signal
+        import apt.loading
+        from apt.cli import main
+
+        def load_model(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the weights load
+            raise AssertionError("not interrupted")
+
+        apt.loading.load_model = load_model
+        for module in ("apt.sample", "apt.evaluate", "apt.export.exporter"):
+            __import__(module)
+            import sys
+            sys.modules[module].load_model = load_model
+        raise SystemExit(main({argv!r}))
+    """, tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == ["interrupted"], proc.stderr
+
+
+def test_an_interrupt_before_training_is_one_line(tmp_path):
+    proc = _interrupted(f"""
+        import os, signal
+        import apt.build
+        from apt.cli import main
+
+        def build(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the model is built
+            raise AssertionError("not interrupted")
+
+        apt.build.build = build
+        raise SystemExit(main(["train", *{TINY!r}, "data.cache_dir={tmp_path / 'c'}",
+                               "hydra.run.dir={tmp_path / 'run'}"]))
+    """, tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: the run stopped without saving") and str(tmp_path / "run") in last, last
+
+
+def test_a_second_interrupt_stops_training_at_once_in_one_line(tmp_path):
+    # the first Ctrl-C asks for a checkpoint at the end of the step; a second one stops at once,
+    # and the checkpoints written so far remain for the resume
+    run_dir = tmp_path / "run"
+    long = [a for a in TINY if not a.startswith("trainer.max_steps=")]
+    proc = _interrupted(f"""
+        import os, signal
+        from apt.training.checkpointing import Checkpointing
+        from apt.cli import main
+
+        save = Checkpointing.save
+
+        def save_then_interrupt(self, trainer):
+            path = save(self, trainer)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: pause after this step
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again: stop now
+            raise AssertionError("not interrupted")
+
+        Checkpointing.save = save_then_interrupt
+        raise SystemExit(main(["train", *{long!r}, "trainer.max_steps=100", "trainer.checkpoint_every=2",
+                               "data.cache_dir={tmp_path / 'c'}", "hydra.run.dir={run_dir}"]))
+    """, tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"interrupted: the run stopped without saving; trainer.resume=true hydra.run.dir={run_dir} "
+                    "continues from its last checkpoint"), last
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000002.pt"]

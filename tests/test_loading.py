@@ -79,3 +79,32 @@ def test_a_provider_that_only_a_plugin_setup_registers_is_one_error_line(tmp_pat
         load_model(str(path))
     (line,) = str(info.value).splitlines()
     assert "'my_attention'" in line and "apt.providers" in line
+
+
+def _mismatched(tmp_path, genuine):
+    """The genuine checkpoint with a model config its weights do not fit (d_ff 64 -> 96)."""
+    state = load_checkpoint(genuine)
+    assert state["model_config"]["d_ff"] == 64
+    state["model_config"] = {**state["model_config"], "d_ff": 96}
+    return save_checkpoint(state, tmp_path / "mismatched.pt")
+
+
+def test_weights_that_do_not_fit_the_config_are_one_error_line(tmp_path, genuine):
+    path = _mismatched(tmp_path, genuine)
+    with pytest.raises(CheckpointError) as info:
+        load_model(str(path))
+    (line,) = str(info.value).splitlines()
+    assert str(path) in line and "do not match its model config" in line, line
+    assert "blocks.0.ffn.c_fc.weight: [64, 32] in the file, [96, 32] for the config" in line, line
+
+
+@pytest.mark.parametrize("module", ["apt.sample", "apt.evaluate", "apt.export.__main__"])
+def test_sample_evaluate_and_export_refuse_a_mismatched_checkpoint_in_one_line(module, tmp_path, genuine, capsys):
+    import importlib
+
+    path = _mismatched(tmp_path, genuine)
+    argv = [f"ckpt={path}", *([f"out={tmp_path / 'hf'}"] if module.startswith("apt.export") else [])]
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.strip()]
+    assert line.startswith("error: ") and str(path) in line and "[64, 32] in the file, [96, 32]" in line, err

@@ -12,7 +12,7 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"error: ckpt={str(notes)!r} is not an APT checkpoint: not a torch.save archive " \
                      "(corrupt or truncated, or another kind of file)"
-    assert err[1].startswith("hint: usage: python -m apt.sample ckpt=<path>") and len(err) == 2
+    assert err[1].startswith("hint: usage: python -m apt sample ckpt=<path>") and len(err) == 2
     assert main([f"ckpt={notes}", "max_new_tokns=3"]) == 2
     assert "unknown option 'max_new_tokns' (did you mean 'max_new_tokens'?)" in capsys.readouterr().err
     assert main(["max_new_tokens=0"]) == 2
@@ -24,7 +24,7 @@ def test_help_prints_usage_and_exits_0(capsys):
     for flag in ("--help", "-h"):
         assert main([flag]) == 0
         out = capsys.readouterr().out
-        assert out.startswith("usage: python -m apt.sample ckpt=<path>") and "prompt" in out
+        assert out.startswith("usage: python -m apt sample ckpt=<path>") and "prompt" in out
 
 
 def test_the_prompt_is_a_literal_string():

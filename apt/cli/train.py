@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from apt.app import main as run_app
 from apt.app import prepare, resuming
 from apt.compose import CONFIG_NAME, conf_dir, config_dir_argv, hydra_args
-from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, report
+from apt.core.errors import CONFIG_ERROR_EXIT, ConfigProblems, ends_in_one_line, report
 from apt.resume import ResumePlan, is_hydra_override
 from apt.training.schema import register_configs
 
@@ -60,8 +60,10 @@ def missing_extras(argv: Sequence[str]) -> list[str]:
     return []
 
 
+@ends_in_one_line
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Check the command line, then hand it to Hydra; returns the exit status."""
+    """Check the command line, then hand it to Hydra; returns the exit status (an interrupt or
+    a full disk is one line, :func:`apt.core.errors.ends_in_one_line`)."""
     from apt.training import distributed
 
     args = list(sys.argv[1:] if argv is None else argv)

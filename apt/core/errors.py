@@ -4,19 +4,29 @@ A bad input is answered with one ``error:`` line per problem, naming the bad val
 valid choices, and at most one ``hint:`` line; train.py, ``python -m apt check`` and every
 multirun job print them through :func:`report`, so the same mistake reads the same
 everywhere. Exit status 2 means "the configuration is wrong", nothing ran.
+
+What no command can answer itself, an interrupt (Ctrl-C) or a disk with no room left, ends
+every command in one line too (:func:`ends_in_one_line`): ``interrupted`` with exit status
+130, or an ``error:`` line naming the file and the free space with exit status 1.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
-__all__ = ["CONFIG_ERROR_EXIT", "ConfigProblems", "Problem", "did_you_mean", "report"]
+__all__ = ["CONFIG_ERROR_EXIT", "INTERRUPTED_EXIT", "ConfigProblems", "Problem", "did_you_mean",
+           "ends_in_one_line", "report"]
 
 #: Exit status of a run (or ``apt check``) refused for a configuration problem.
 CONFIG_ERROR_EXIT = 2
+
+#: Exit status of a command stopped by an interrupt: 128 + SIGINT, as a shell reports it.
+INTERRUPTED_EXIT = 130
 
 
 class Problem(str):
@@ -59,3 +69,27 @@ def did_you_mean(name: str, choices: Sequence[str]) -> str:
     same_letters = [c for c in choices if c.lower() == str(name).lower()]
     close = same_letters or difflib.get_close_matches(str(name), choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def ends_in_one_line(main: Callable[..., int]) -> Callable[..., int]:
+    """A command's ``main`` that ends in one line, not a traceback, when interrupted
+    (``interrupted``, exit status 130) or when a write finds no room (``error: cannot write
+    FILE: ... (N free on its filesystem)``, exit status 1). ``APT_DEBUG=1`` shows the traceback."""
+    @functools.wraps(main)
+    def command(*args: object, **kwargs: object) -> int:
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            if os.environ.get("APT_DEBUG"):
+                raise
+            print("interrupted", file=sys.stderr)
+            return INTERRUPTED_EXIT
+        except Exception as exc:
+            from apt.core.files import no_space_line
+
+            line = no_space_line(exc)
+            if line is None or os.environ.get("APT_DEBUG"):
+                raise
+            print(f"error: {line}", file=sys.stderr)
+            return 1
+    return command

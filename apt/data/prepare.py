@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from apt.core.errors import ends_in_one_line
 from apt.data.corpus import Corpus, open_corpus
 from apt.data.errors import DataError
 from apt.data.tokenizers import Tokenizer, build_tokenizer, spec_kind, tokenizer_from_dict
 from apt.data.tokens import ShardWriter, split_sizes, split_tail, write_meta
 
-__all__ = ["DEFAULTS", "DEFAULT_SHARD_TOKENS", "main", "prepare"]
+__all__ = ["DEFAULTS", "DEFAULT_SHARD_TOKENS", "USAGE", "main", "prepare"]
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB of uint16 per shard, as nanoGPT's fineweb shards
 TASK_CHARS = 4 << 20  # text per worker task
@@ -45,6 +46,11 @@ DEFAULTS: dict[str, Any] = {"input": None, "out": None, "tokenizer": None, "voca
                             "val_fraction": 0.1, "test_fraction": 0.0, "text_field": "text", "split": None,
                             "workers": min(8, os.cpu_count() or 1), "shard_tokens": DEFAULT_SHARD_TOKENS,
                             "progress": True}
+USAGE = ("usage: python -m apt prepare input=<file|dir|dataset> out=<dir> tokenizer=<char|byte|bpe|"
+         "path/tokenizer.json|tiktoken:NAME> [" + " ".join(f"{k}=" for k in list(DEFAULTS)[3:]) + "]\n"
+         "  Tokenise a corpus into the token directory that data=tokens data.dir=<dir> trains on.\n"
+         "  input: a text file, a directory of text files or a Hugging Face dataset on disk; bpe is\n"
+         "  trained here with vocab_size. python -m apt.data.prepare is the same command.")
 
 
 def prepare(corpus: Corpus, out: str | Path, tokenizer: str, *, vocab_size: int | None = None,
@@ -208,18 +214,21 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
             first_doc = 0
 
 
+@ends_in_one_line
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: one ``error:`` line and exit 2 on bad input."""
+    """CLI: ``--help`` is the usage (exit 0); one ``error:`` line and exit 2 on bad input."""
     import logging
 
     from omegaconf import OmegaConf
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. which split of a DatasetDict
-
-    usage = ("usage: python -m apt.data.prepare input=<file|dir|dataset> out=<dir> tokenizer=<char|byte|bpe|"
-             "path/tokenizer.json|tiktoken:NAME> [" + " ".join(f"{k}=" for k in list(DEFAULTS)[3:]) + "]")
+    usage = USAGE.splitlines()[0]
     try:
-        cli = OmegaConf.to_container(OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv)))
+        cli = OmegaConf.to_container(OmegaConf.from_cli(argv))
     except Exception as exc:  # noqa: BLE001 - omegaconf's grammar errors
         return _fail(usage, f"cannot parse the arguments: {str(exc).splitlines()[0]}")
     unknown = sorted(set(cli) - set(DEFAULTS))

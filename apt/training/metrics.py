@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from apt.core.files import naming_no_space
+
 __all__ = ["FINAL_MARKER", "MetricsLogger", "logging_redirect", "plot_losses", "progress_bar", "split_evals"]
 
 #: The marker of a final (by default whole-split) evaluation in loss plots: it scores other
@@ -55,7 +57,7 @@ class MetricsLogger:
         if widened or not self._synced:
             self._rewrite()
         else:
-            with self.path.open("a", newline="", encoding="utf-8") as fh:
+            with naming_no_space(self.path), self.path.open("a", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns).writerow(_fmt(row))
 
     def update_last(self, **values: Any) -> None:
@@ -68,7 +70,7 @@ class MetricsLogger:
     def _rewrite(self) -> None:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="", encoding="utf-8") as fh:
+        with naming_no_space(self.path), self.path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, self.columns)
             writer.writeheader()
             writer.writerows(_fmt(r) for r in self.rows)

@@ -130,3 +130,27 @@ def test_files_that_are_not_checkpoints_say_so_without_torch_advice(tmp_path):
             load_checkpoint(path)
         message = str(info.value)
         assert name in message and "not an APT checkpoint" in message and "weights_only" not in message
+
+
+def test_a_full_disk_keeps_the_earlier_checkpoint_and_names_the_file(tmp_path):
+    # a file-size limit (ulimit -f) fails the write like a full disk: torch wraps the OSError
+    # in its own RuntimeError, and the error is still one line naming the checkpoint
+    import resource
+
+    from apt.core.files import NoSpaceError
+
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    first = mgr.save({"w": torch.zeros(8)}, 1)
+    before = first.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, hard))
+    try:
+        with pytest.raises(NoSpaceError) as info:
+            mgr.save({"w": torch.zeros(1 << 20)}, 2)  # 4 MiB
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    (line,) = str(info.value).splitlines()
+    assert str(mgr.path_for(2)) in line and "File too large" in line and "free on its filesystem" in line
+    assert "256 KiB" in line  # the limit that was hit
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name] and first.read_bytes() == before
+    assert mgr.load_latest()[0] == first

@@ -240,7 +240,7 @@ def test_evaluate_cli_rejects_missing_and_foreign_checkpoints(tmp_path, capsys):
 
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     for path, message in ((tmp_path / "nope.pt", "does not exist"), (tmp_path / "other.pt", "not an APT checkpoint")):
-        assert main([f"ckpt={path}"]) == 1
+        assert main([f"ckpt={path}"]) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.startswith("error: ") and message in captured.err
 
@@ -278,7 +278,7 @@ def test_help_of_the_checkpoint_commands_is_usage_and_exit_0(capsys):
     from apt.evaluate import main as evaluate_main
     from apt.export.__main__ import main as export_main
 
-    for main, usage in ((evaluate_main, "usage: python -m apt.evaluate ckpt=<path>"),
-                        (export_main, "usage: python -m apt.export ckpt=<path>")):
+    for main, usage in ((evaluate_main, "usage: python -m apt evaluate ckpt=<path>"),
+                        (export_main, "usage: python -m apt export ckpt=<path>")):
         assert main(["--help"]) == 0
         assert capsys.readouterr().out.startswith(usage)
