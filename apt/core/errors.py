@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["CONFIG_ERROR_EXIT", "ConfigProblems", "Problem", "did_you_mean", "report"]
+__all__ = ["CONFIG_ERROR_EXIT", "ConfigProblems", "Problem", "describe", "did_you_mean", "report"]
 
 #: Exit status of a run (or ``apt check``) refused for a configuration problem.
 CONFIG_ERROR_EXIT = 2
@@ -59,3 +59,20 @@ def did_you_mean(name: str, choices: Sequence[str]) -> str:
     same_letters = [c for c in choices if c.lower() == str(name).lower()]
     close = same_letters or difflib.get_close_matches(str(name), choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(obj: object) -> str:
+    """What ``obj`` is, for a message about a ``_target_`` of the wrong kind ("the function
+    os.system"); looks at the object only, calls nothing."""
+    import inspect
+
+    name = f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}"
+    if isinstance(obj, type):
+        return f"the class {name}"
+    if inspect.isbuiltin(obj):
+        return f"the built-in function {name}"
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return f"the function {name}"
+    return f"a {type(obj).__qualname__} object"

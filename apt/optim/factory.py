@@ -120,12 +120,22 @@ def add_params(optimizer: Any, params: Iterable[torch.nn.Parameter], *, lr_facto
 
 def _make(spec: Mapping[str, Any], params: list[torch.Tensor], weight_decay: float, fused: bool | None,
           device: str, *, where: str) -> torch.optim.Optimizer:
-    """``spec`` (a ``_partial_`` target) called with the decay/no-decay groups of ``params``."""
+    """``spec`` (a ``_partial_`` target) called with the decay/no-decay groups of ``params``.
+
+    The target is checked to be an optimizer class before anything calls it, and nested
+    ``_target_`` nodes are not instantiated (the config check refuses them).
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from apt.checks.optim import OPTIMIZER_BASE, OPTIMIZER_KIND
+    from apt.checks.targets import class_problem
+
+    problem = class_problem(str(spec["_target_"]), OPTIMIZER_BASE, OPTIMIZER_KIND)
+    if problem:
+        raise ConfigProblems([f"{where}._target_={problem}"])
     try:
-        factory = instantiate(spec)
+        factory = instantiate(spec, _recursive_=False)
     except InstantiationException as exc:
         raise ConfigProblems([f"{where}: {str(exc).splitlines()[0]}"]) from None
     groups = split_decay(params, weight_decay)
