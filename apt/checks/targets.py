@@ -22,13 +22,35 @@ import functools
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from apt.core.errors import describe, did_you_mean
 
-__all__ = ["class_problem", "definition", "target_keywords", "target_problem"]
+__all__ = ["CALLBACK_BASE", "callback_problems", "class_problem", "definition", "target_keywords", "target_problem"]
 
 #: Hydra's own keys of a ``_target_`` node, never passed to the target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
+
+
+#: The class every ``hydra.callbacks.<name>._target_`` derives from (Hydra creates them before the run).
+CALLBACK_BASE = "hydra.experimental.callback:Callback"
+
+
+def callback_problems(callbacks: Any) -> list[str]:
+    """Problems of the ``hydra.callbacks`` mapping: each ``_target_`` found and a Hydra callback
+    class, checked before Hydra instantiates it (at the start of train.py's job)."""
+    problems = []
+    for name, node in (callbacks or {}).items():
+        target = node.get("_target_") if hasattr(node, "get") else None
+        if not isinstance(target, str) or not target:
+            problems.append(f"hydra.callbacks.{name} needs a _target_ (a subclass of "
+                            "hydra.experimental.callback.Callback)")
+            continue
+        problem = target_problem(target) or class_problem(
+            target, CALLBACK_BASE, "a Hydra callback class (a subclass of hydra.experimental.callback.Callback)")
+        if problem:
+            problems.append(f"hydra.callbacks.{name}._target_={problem}")
+    return problems
 
 
 def target_problem(target: str) -> str | None:
