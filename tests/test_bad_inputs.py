@@ -241,6 +241,9 @@ TARGET_CASES = [
      "optim.parts.hidden.optimizer._target_='evil.boom' is the function evil.boom, not an optimizer class"),
     ("optim-nested-target", ["~optim.optimizer.betas", "+optim.optimizer.betas={_target_: evil.boom}"],
      "optim.optimizer.betas: a nested _target_ is not built here; give the option's value itself"),
+    ("hydra-callback-target", ["+hydra.callbacks.x={_target_: evil.boom}"],
+     "hydra.callbacks.x._target_='evil.boom' is the function evil.boom, not a Hydra callback class (a subclass of "
+     "hydra.experimental.callback.Callback)"),
     # item 6: what building the optimizer or loading the tokenizer would refuse
     ("optim-part-shadowed", ["optim=muon", "+optim.parts.second=" + MUON_PART % ("hidden_matrices", "Muon")],
      "optim.parts.second: params=hidden_matrices takes no parameter of this model: optim.parts.hidden "
@@ -262,7 +265,7 @@ TARGET_CASES = [
 CASES += TARGET_CASES
 #: Targets that would record a call (evil.CALLED) if anything called them: also run as train.py.
 NEVER_CALLED = ["provider-target-boom", "provider-config-file", "plugin-target-boom", "optimizer-target-boom",
-                "optim-part-target-boom", "optim-nested-target"]
+                "optim-part-target-boom", "optim-nested-target", "hydra-callback-target"]
 
 
 def _args(overrides: list[str], files: Path) -> list[str]:
