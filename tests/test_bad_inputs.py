@@ -256,7 +256,7 @@ TARGET_CASES = [
      "nesterov=True)"),
     ("muon-momentum", ["optim=muon", "optim.parts.hidden.optimizer.momentum=-1"],
      "optim.parts.hidden.optimizer: momentum should be >= 0 but is: -1 (Muon with "),
-    ("adamw-beta", ["optim.optimizer.betas=[0.9,1.5]"], "optim.optimizer: Invalid beta parameter at index 1: 1.5"),
+    ("adamw-eps", ["optim.optimizer.eps=-1"], "optim.optimizer: Invalid epsilon value: -1 (AdamW with "),
     ("tokens-vocab-size", ["data=tokens", "data.dir={d}/tokens_vocab30", "data.block_size=16", "data.batch_size=2"],
      "data.dir='{d}/tokens_vocab30': the tokenizer has 256 ids, meta.json says vocab_size=30"),
     ("tokenizer-json", ["data=text", "data.path={d}/corpus.txt", "data.tokenizer={d}/not_a_tokenizer.json"],
