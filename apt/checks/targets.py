@@ -130,7 +130,7 @@ def definition(module: str, name: str) -> tuple[str, ast.stmt] | None:
         tree = _parse(origin)
         if tree is None:
             return None
-        found = _binding(tree.body, name)
+        found = _binding(tree, name)
         if found is None:
             sub = f"{module}.{name}"
             return (sub, ast.Import(names=[ast.alias(name=sub)])) if _module_file(sub) is not None else None
@@ -184,35 +184,46 @@ def _parse_file(path: str, size: int, mtime_ns: int) -> ast.Module | None:
         return None
 
 
-def _binding(body: list[ast.stmt], name: str) -> ast.stmt | None:
+def _binding(tree: ast.Module, name: str) -> ast.stmt | None:
     """The statement that binds ``name`` at the top level of a module, when it is the only one
-    and a plain ``class``, ``def`` or ``from ... import``; None otherwise."""
-    found: list[ast.stmt] = []
-    for node in body:
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
-            found.append(node)
-        elif isinstance(node, ast.ImportFrom | ast.Import) and any(
-                (a.asname or a.name.split(".")[0]) == name for a in node.names):
-            found.append(node)
-        elif not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and _binds(node, name):
-            return None  # assigned, or bound in a branch: only running it would tell
-    if len(found) != 1 or getattr(found[0], "decorator_list", None) or isinstance(found[0], ast.Import):
+    and a plain ``class``, ``def`` or ``from ... import``; None otherwise (assigned, bound in a
+    branch, decorated, or the module has a ``*`` import: only running it would tell)."""
+    index = _index(tree)
+    found = index.get(name, [])
+    if "*" in index or len(found) != 1 or found[0] is None:
         return None
     node = found[0]
-    if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
-        return None
-    return node
+    return None if getattr(node, "decorator_list", None) or isinstance(node, ast.Import) else node
 
 
-def _binds(node: ast.AST, name: str) -> bool:
-    """Whether statement ``node`` binds ``name`` anywhere outside the functions and classes it defines."""
+def _index(tree: ast.Module) -> dict[str, list[ast.stmt | None]]:
+    """Name -> the top-level statements that bind it (None: one that binds it otherwise than by
+    ``class``/``def``/import); computed once per parsed module."""
+    index: dict[str, list[ast.stmt | None]] | None = getattr(tree, "_apt_index", None)
+    if index is None:
+        index = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                index.setdefault(node.name, []).append(node)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    index.setdefault(alias.asname or alias.name.split(".")[0], []).append(node)
+            else:
+                for bound in _stored(node):
+                    index.setdefault(bound, []).append(None)
+        tree._apt_index = index  # type: ignore[attr-defined]
+    return index
+
+
+def _stored(node: ast.AST) -> set[str]:
+    """Names statement ``node`` binds outside the bodies of the functions and classes it defines."""
     if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-        return node.name == name
+        return {node.name}
     if isinstance(node, ast.Import | ast.ImportFrom):
-        return any((a.asname or a.name.split(".")[0]) == name or a.name == "*" for a in node.names)
+        return {a.asname or a.name.split(".")[0] for a in node.names}
     if isinstance(node, ast.Name):
-        return node.id == name and isinstance(node.ctx, ast.Store)
-    return any(_binds(child, name) for child in ast.iter_child_nodes(node))
+        return {node.id} if isinstance(node.ctx, ast.Store) else set()
+    return set().union(*(_stored(child) for child in ast.iter_child_nodes(node)))
 
 
 def _subclass(found: tuple[str, ast.stmt] | None, base: str, depth: int) -> bool | str | None:
