@@ -65,3 +65,12 @@ def test_conditions_on_plain_values_decide_and_anything_else_is_unknown(tmp_path
     assert constructor_problem("my_opts.Opt", {"scale": "x"}) is None
     assert constructor_problem("my_opts.Guarded", {}) is None  # a return in an unknown branch
     assert constructor_problem("my_opts.Missing", {}) is None and constructor_problem("nosuch.Opt", {}) is None
+
+
+def test_checking_every_shipped_optimizer_config_imports_no_torch():
+    code = ("import sys\nfrom apt.app import check_config\n"
+            "for optim in ('adamw', 'sgd', 'muon'):\n"
+            "    check_config(['model=tiny', 'data=synthetic', 'trainer=debug', f'optim={optim}'])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
