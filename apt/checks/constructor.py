@@ -19,7 +19,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from apt.checks.targets import definition
+from apt.checks.targets import base_definition, definition
 
 __all__ = ["constructor_problem"]
 
@@ -148,13 +148,13 @@ def _is_super_init(node: ast.expr) -> bool:
 
 def _parent(found: tuple[str, ast.ClassDef]) -> tuple[str, ast.ClassDef] | None:
     """The class ``super().__init__`` calls: the first base, where it is found in the source."""
-    from apt.checks.targets import _base_definition
-
     module, cls = found
     if not cls.bases:
         return None
-    parent = _base_definition(module, cls.bases[0])
-    return parent if parent is not None and isinstance(parent[1], ast.ClassDef) else None  # type: ignore[return-value]
+    parent = base_definition(module, cls.bases[0])
+    if parent is None or not isinstance(parent[1], ast.ClassDef):
+        return None
+    return parent[0], parent[1]
 
 
 class _Eval:
@@ -184,7 +184,7 @@ class _Eval:
         name = exc.func if isinstance(exc, ast.Call) else exc
         return f"its constructor raises {name.id}" if isinstance(name, ast.Name) else None
 
-    def _value(self, node: ast.expr) -> Any:  # noqa: C901 - one case per node type
+    def _value(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):

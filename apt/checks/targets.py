@@ -26,7 +26,8 @@ from typing import Any
 
 from apt.core.errors import describe, did_you_mean
 
-__all__ = ["CALLBACK_BASE", "callback_problems", "class_problem", "definition", "target_keywords", "target_problem"]
+__all__ = ["CALLBACK_BASE", "base_definition", "callback_problems", "class_problem", "definition", "target_keywords",
+           "target_problem"]
 
 #: Hydra's own keys of a ``_target_`` node, never passed to the target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
@@ -240,7 +241,7 @@ def _subclass(found: tuple[str, ast.stmt] | None, base: str, depth: int) -> bool
         return None
     if f"{module}:{node.name}" == base:
         return True
-    verdicts = [_subclass(_base_definition(module, b), base, depth + 1) for b in node.bases]
+    verdicts = [_subclass(base_definition(module, b), base, depth + 1) for b in node.bases]
     if True in verdicts:
         return True
     if any(v is None for v in verdicts):
@@ -248,7 +249,7 @@ def _subclass(found: tuple[str, ast.stmt] | None, base: str, depth: int) -> bool
     return f"the class {module}.{node.name}"
 
 
-def _base_definition(module: str, expr: ast.expr) -> tuple[str, ast.stmt] | None:
+def base_definition(module: str, expr: ast.expr) -> tuple[str, ast.stmt] | None:
     """Where the base class ``expr`` (a name, or ``pkg.mod.Name`` of an imported module) of a
     class in ``module`` is defined; None where the source cannot tell."""
     if isinstance(expr, ast.Name):

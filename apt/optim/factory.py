@@ -122,18 +122,18 @@ def _make(spec: Mapping[str, Any], params: list[torch.Tensor], weight_decay: flo
           device: str, *, where: str) -> torch.optim.Optimizer:
     """``spec`` (a ``_partial_`` target) called with the decay/no-decay groups of ``params``.
 
-    The target is checked to be an optimizer class before anything calls it, and nested
-    ``_target_`` nodes are not instantiated (the config check refuses them).
+    The node is checked as the config check checks it (the target an optimizer class, its
+    options, no nested ``_target_``) before anything is called; nested nodes are never
+    instantiated.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from apt.checks.optim import OPTIMIZER_BASE, OPTIMIZER_KIND
-    from apt.checks.targets import class_problem
+    from apt.checks.optim import optimizer_problems
 
-    problem = class_problem(str(spec["_target_"]), OPTIMIZER_BASE, OPTIMIZER_KIND)
-    if problem:
-        raise ConfigProblems([f"{where}._target_={problem}"])
+    problems = optimizer_problems(where, spec)
+    if problems:
+        raise ConfigProblems(problems)
     try:
         factory = instantiate(spec, _recursive_=False)
     except InstantiationException as exc:
