@@ -67,6 +67,7 @@ def _check(overrides: Sequence[str], config_dir: str | None) -> tuple[list[str],
     from apt.compose import compose
 
     cfg = compose(overrides, config_dir, with_hydra=True)
+    _check_callbacks(cfg)
     if OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN:
         return [], None  # a sweep preset (hparams_search=optuna): each trial is checked when it runs
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
@@ -76,6 +77,17 @@ def _check(overrides: Sequence[str], config_dir: str | None) -> tuple[list[str],
         checked = check_run(task, run_dir=run_dir, plugin_dir=Path(scratch))
         checked.plugins.teardown_all()
     return checked.warnings, plan
+
+
+def _check_callbacks(cfg: DictConfig) -> None:
+    """Hydra creates ``hydra.callbacks`` before the run: each is checked to be a callback class
+    first (:func:`apt.checks.targets.callback_problems`), so none that is not is ever called."""
+    from apt.checks.targets import callback_problems
+
+    node = OmegaConf.select(cfg, "hydra.callbacks")
+    problems = callback_problems(OmegaConf.to_container(node, resolve=False) if node is not None else {})
+    if problems:
+        raise ConfigProblems(problems)
 
 
 def preflight(argv: Sequence[str]) -> bool:
@@ -107,6 +119,7 @@ def prepare(argv: Sequence[str]) -> Prepared:
     if args.multirun or variants != [list(args.overrides)]:  # -m, or sweep values (hparams_search)
         for overrides in variants:
             cfg = compose(overrides, args.config_dir, with_hydra=True)
+            _check_callbacks(cfg)
         if not args.multirun and OmegaConf.select(cfg, "hydra.mode") != RunMode.MULTIRUN:
             swept = sorted(set(args.overrides) - {o for v in variants for o in v})
             raise ConfigProblems([f"{' '.join(swept)}: sweep values need a sweep; add -m"])

@@ -67,6 +67,7 @@ def files(tmp_path_factory) -> Path:
     (d / "conf" / "model").mkdir(parents=True)
     (d / "conf" / "model" / "broken.yaml").write_text("d_model: [32\n", encoding="utf-8")
     (d / "badplugins.py").write_text(BAD_PLUGINS, encoding="utf-8")
+    _target_files(d)
     return d
 
 
@@ -163,6 +164,110 @@ CASES = [
 TRAIN_PY = ["unknown-model", "provider-key", "seed", "one-char-file", "plugin-option", "dependency", "ckpt-text"]
 
 
+# -- issue 22, items 4 and 6: a _target_ is checked before anything calls it, and what the run ---------
+# -- would refuse when it builds the optimizer or loads the tokenizer is refused by the check ------------
+#: A module whose every callable records that it ran (it must never run) and a config file that
+#: points a provider at logging.config.dictConfig with a handler that runs a shell command.
+EVIL = '''
+from pathlib import Path
+
+CALLED = Path(__file__).with_name("CALLED")
+
+
+def boom(*args, **kwargs):
+    CALLED.write_text(repr((args, kwargs)))
+
+
+class NotAnOptimizer:
+    def __init__(self, *args, **kwargs):
+        boom(*args, **kwargs)
+'''
+DICTCONFIG = """\
+_target_: logging.config.dictConfig
+name: dictconfig
+version: 1
+handlers:
+  h:
+    "()": os.system
+    command: "touch {d}/CALLED"
+"""
+
+
+def _target_files(d: Path) -> None:
+    import json
+
+    import numpy as np
+
+    (d / "evil.py").write_text(EVIL, encoding="utf-8")
+    (d / "conf" / "provider" / "attention").mkdir(parents=True)
+    (d / "conf" / "provider" / "attention" / "dictconfig.yaml").write_text(DICTCONFIG.format(d=d), encoding="utf-8")
+    tokens = d / "tokens_vocab30"  # byte-tokenizer ids (all < 30), meta.json edited to vocab_size=30
+    tokens.mkdir()
+    ids = (np.arange(2000) % 26).astype(np.uint16)
+    (tokens / "train-00000.bin").write_bytes(ids[:1800].tobytes())
+    (tokens / "val-00000.bin").write_bytes(ids[1800:].tobytes())
+    meta = {"format": "apt-tokens", "version": 1, "name": "v30", "dtype": "uint16",
+            "tokens": {"train": 1800, "val": 200, "test": 0},
+            "shards": {"train": [["train-00000.bin", 1800]], "val": [["val-00000.bin", 200]], "test": []},
+            "tokenizer_state": {"kind": "byte"}, "vocab_size": 30, "eot_id": None}
+    (tokens / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    (d / "not_a_tokenizer.json").write_text('{"version": "1.0", "model": 3}', encoding="utf-8")
+
+
+MUON_PART = "{params: %s, optimizer: {_target_: torch.optim.%s, _partial_: true, lr: 0.01}}"
+TARGET_CASES = [
+    # item 4: imported and checked before anything calls it
+    ("provider-target-function", ["provider.attention._target_=builtins.print", "provider.attention.name=p"],
+     "provider.attention._target_='builtins.print' is the built-in function builtins.print, not a provider of "
+     "kind 'attention' (a subclass of apt.core.Provider)"),
+    ("provider-target-boom", ["provider.ffn._target_=evil.boom", "provider.ffn.name=boom"],
+     "provider.ffn._target_='evil.boom' is the function evil.boom, not a provider of kind 'ffn'"),
+    ("provider-target-kind", ["provider.attention._target_=apt.providers.ffn.MLPProvider", "provider.attention.name=m"],
+     "is the class apt.providers.ffn.MLPProvider, a provider of kind 'ffn', not a provider of kind 'attention'"),
+    ("provider-config-file", ["--config-dir", "{d}/conf", "provider/attention=dictconfig"],
+     "provider.attention._target_='logging.config.dictConfig' is the function logging.config.dictConfig, not a "
+     "provider of kind 'attention'"),
+    ("plugin-target-boom", ["+plugin.evil={_target_: evil.boom}"],
+     "plugin.evil._target_='evil.boom' is the function evil.boom, not a plugin (a subclass of apt.plugins.Plugin)"),
+    ("optimizer-target-system", ["optim.optimizer._target_=os.system"],
+     "optim.optimizer._target_='os.system' is the built-in function "),  # posix.system
+    ("optimizer-target-boom", ["optim.optimizer._target_=evil.NotAnOptimizer"],
+     "optim.optimizer._target_='evil.NotAnOptimizer' is the class evil.NotAnOptimizer, not an optimizer class "
+     "(a subclass of torch.optim.Optimizer)"),
+    ("optimizer-target-scheduler", ["optim.optimizer._target_=torch.optim.lr_scheduler.LambdaLR"],
+     "optim.optimizer._target_='torch.optim.lr_scheduler.LambdaLR' is the class torch.optim.lr_scheduler.LambdaLR, "
+     "not an optimizer class"),
+    ("optim-part-target-boom", ["optim=muon", "optim.parts.hidden.optimizer._target_=evil.boom"],
+     "optim.parts.hidden.optimizer._target_='evil.boom' is the function evil.boom, not an optimizer class"),
+    ("optim-nested-target", ["~optim.optimizer.betas", "+optim.optimizer.betas={_target_: evil.boom}"],
+     "optim.optimizer.betas: a nested _target_ is not built here; give the option's value itself"),
+    ("hydra-callback-target", ["+hydra.callbacks.x={_target_: evil.boom}"],
+     "hydra.callbacks.x._target_='evil.boom' is the function evil.boom, not a Hydra callback class (a subclass of "
+     "hydra.experimental.callback.Callback)"),
+    # item 6: what building the optimizer or loading the tokenizer would refuse
+    ("optim-part-shadowed", ["optim=muon", "+optim.parts.second=" + MUON_PART % ("hidden_matrices", "Muon")],
+     "optim.parts.second: params=hidden_matrices takes no parameter of this model: optim.parts.hidden "
+     "(params=hidden_matrices) comes first and takes all of them"),
+    ("optim-parts-take-all", ["optim=muon", "optim.parts.hidden.params=matrices",
+                              "+optim.parts.rest=" + MUON_PART % ("vectors", "SGD")],
+     "optim.optimizer: optim.parts take every parameter and leave none for it"),
+    ("sgd-nesterov", ["optim=sgd", "optim.optimizer.momentum=0"],
+     "optim.optimizer: Nesterov momentum requires a momentum and zero dampening (SGD with lr=0.1, momentum=0, "
+     "nesterov=True)"),
+    ("muon-momentum", ["optim=muon", "optim.parts.hidden.optimizer.momentum=-1"],
+     "optim.parts.hidden.optimizer: momentum should be >= 0 but is: -1 (Muon with "),
+    ("adamw-eps", ["optim.optimizer.eps=-1"], "optim.optimizer: Invalid epsilon value: -1 (AdamW with "),
+    ("tokens-vocab-size", ["data=tokens", "data.dir={d}/tokens_vocab30", "data.block_size=16", "data.batch_size=2"],
+     "data.dir='{d}/tokens_vocab30': the tokenizer has 256 ids, meta.json says vocab_size=30"),
+    ("tokenizer-json", ["data=text", "data.path={d}/corpus.txt", "data.tokenizer={d}/not_a_tokenizer.json"],
+     "data.tokenizer='{d}/not_a_tokenizer.json': '{d}/not_a_tokenizer.json' is not a Hugging Face tokenizer.json"),
+]
+CASES += TARGET_CASES
+#: Targets that would record a call (evil.CALLED) if anything called them: also run as train.py.
+NEVER_CALLED = ["provider-target-boom", "provider-config-file", "plugin-target-boom", "optimizer-target-boom",
+                "optim-part-target-boom", "optim-nested-target", "hydra-callback-target"]
+
+
 def _args(overrides: list[str], files: Path) -> list[str]:
     """TINY (for groups the case does not choose itself), then the case's overrides."""
     args = [a.replace("{d}", str(files)) for a in overrides]
@@ -193,6 +298,7 @@ def test_apt_check_and_train_py_give_one_line_and_exit_2(case, overrides, expect
     with pytest.raises(ConfigProblems) as info:  # what train.py runs before Hydra starts
         preflight(args)
     assert [line for line in info.value.lines()] == check.err.splitlines()
+    assert not (files / "CALLED").exists(), f"{case}: a _target_ was called before it was checked"
 
 
 def test_the_table_has_more_than_thirty_distinct_inputs():
@@ -215,6 +321,43 @@ def test_train_py_answers_the_same_and_leaves_nothing(case, files, tmp_path):
     _check_lines(r.stderr, expected, files)
     assert not run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == []  # no run dir, no outputs/
     assert "step " not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("case", NEVER_CALLED)
+def test_train_py_never_calls_a_target_before_it_is_known(case, files, tmp_path):
+    """The issue's reproduction: a provider config file whose ``_target_`` is
+    logging.config.dictConfig, with a handler that runs a shell command, ran it from train.py."""
+    _, overrides, expected = next(c for c in CASES if c[0] == case)
+    args = _args(overrides, files)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(files), str(REPO)]), "HYDRA_FULL_ERROR": "0"}
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr
+    _check_lines(r.stderr, expected, files)
+    assert not (files / "CALLED").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_tiktoken_encoding_not_available_offline_is_refused_by_check_and_train(files, tmp_path, monkeypatch,
+                                                                                 capsys):
+    pytest.importorskip("tiktoken")
+    import requests
+    import tiktoken.load
+    import tiktoken.registry
+
+    def no_network(url):
+        raise requests.ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)  # as on a machine without network
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+    args = _args(["data=text", f"data.path={files}/corpus.txt", "data.tokenizer=tiktoken:gpt2"], files)
+    assert apt_main(["check", *args]) == 2
+    check = capsys.readouterr()
+    _check_lines(check.err, "data.tokenizer='tiktoken:gpt2': tiktoken encoding 'gpt2' is not available locally", files)
+    assert "TIKTOKEN_CACHE_DIR" in check.err
+    with pytest.raises(ConfigProblems) as info:
+        preflight(args)
+    assert info.value.lines() == check.err.splitlines()
 
 
 def test_a_config_error_found_in_the_job_leaves_no_run_directory(tmp_path, monkeypatch):

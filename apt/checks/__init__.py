@@ -8,8 +8,8 @@ plugins created and set up. train.py (before Hydra creates a run directory, and 
 the job), ``python -m apt check`` and every multirun job call it, so their verdicts agree.
 
 It checks: section keys and value ranges (:mod:`.values`), the data source and its size
-(:mod:`apt.data.checks`), paths and the device (:mod:`.paths`), the optimizer ``_target_``
-(:mod:`.targets`) and its parts (:mod:`.optim`), plugins with their declared options,
+(:mod:`apt.data.checks`), paths and the device (:mod:`.paths`), the optimizers and their
+parts (:mod:`.optim`), plugins with their declared options,
 dependencies and conflicts (:mod:`.plugins`), the schedule's entries, the providers as the
 builder will call them (:mod:`.providers`), and combinations that cannot work together. Nothing here imports
 torch, except a user's plugin or provider module that does.
@@ -33,7 +33,6 @@ from apt.checks.paths import (
 )
 from apt.checks.plugins import in_run_dir, load_plugins, set_up_plugins
 from apt.checks.providers import provider_choices, provider_problems
-from apt.checks.targets import target_problem
 from apt.checks.values import resolve_sections, value_problems
 from apt.core.errors import ConfigProblems
 
@@ -175,11 +174,6 @@ def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir
         problem = checkpoint_path_problem(str(plain["ckpt_path"]))
         if problem:
             problems.append(problem)
-    target = ((plain.get("optim") or {}).get("optimizer") or {}).get("_target_")
-    if isinstance(target, str) and target:
-        problem = target_problem(target)
-        if problem:
-            problems.append(f"optim.optimizer._target_={problem}")
     return problems
 
 

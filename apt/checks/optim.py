@@ -1,10 +1,14 @@
 """Checks of ``optim`` beyond the schema's ranges: the WSD cooldown, the optimizer parts, and
-the options each optimizer is given (names its class's ``__init__`` takes, from its source).
+each optimizer ``_target_``: found, a ``torch.optim.Optimizer`` subclass (checked before
+anything calls it), given only options its ``__init__`` takes and values its argument checks
+accept (both read from its source: :mod:`.targets`, :mod:`.constructor`).
 
 ``optim.parts`` (several optimizers acting as one, :mod:`apt.optim`) is a mapping of part
 name -> ``{params: <selector>, optimizer: <_partial_ target>, weight_decay: <float|null>}``;
 every key, selector and target is checked here without importing torch, one line per
-problem naming the bad value and the valid choices.
+problem naming the bad value and the valid choices. A part that can take no parameter (an
+earlier part's selector takes all of its own) and parts that leave ``optim.optimizer``
+nothing are refused here, as the optimizer factory would refuse them.
 """
 
 from __future__ import annotations
@@ -12,14 +16,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from apt.checks.targets import HYDRA_KEYS, target_keywords, target_problem
+from apt.checks.constructor import constructor_problem
+from apt.checks.targets import HYDRA_KEYS, class_problem, target_keywords, target_problem
 from apt.core.errors import did_you_mean
-from apt.optim.select import DEFAULT_PART, SELECTORS
+from apt.optim.select import COVERS, DEFAULT_PART, SELECTORS
 
-__all__ = ["PART_KEYS", "option_problems", "optim_problems"]
+__all__ = ["OPTIMIZER_BASE", "OPTIMIZER_KIND", "PART_KEYS", "option_problems", "optim_problems", "optimizer_problems"]
 
 #: The keys of one ``optim.parts.<name>`` entry.
 PART_KEYS = ("params", "optimizer", "weight_decay")
+#: The class every optimizer ``_target_`` derives from (``module:name``, where it is defined).
+OPTIMIZER_BASE = "torch.optim.optimizer:Optimizer"
+#: How a message names what an optimizer ``_target_`` must be.
+OPTIMIZER_KIND = "an optimizer class (a subclass of torch.optim.Optimizer)"
 
 
 def optim_problems(plain: Mapping[str, Any]) -> list[str]:
@@ -35,7 +44,7 @@ def optim_problems(plain: Mapping[str, Any]) -> list[str]:
         elif o.get("decay") != "wsd":
             problems.append(f"optim.cooldown_fraction={cooldown} applies to optim.decay=wsd only "
                             f"(decay is {o.get('decay')!r})")
-    problems += option_problems("optim.optimizer", o.get("optimizer"))
+    problems += optimizer_problems("optim.optimizer", o.get("optimizer"))
     parts = o.get("parts")
     if parts is None or parts == {}:
         return problems
@@ -44,10 +53,39 @@ def optim_problems(plain: Mapping[str, Any]) -> list[str]:
                            f"got {parts!r}"]
     for name, part in parts.items():
         problems += _part_problems(str(name), part)
+    problems += _coverage_problems(parts)
     strategy = (plain.get("trainer") or {}).get("strategy")
     if strategy == "fsdp":
         problems.append("optim.parts cannot run with trainer.strategy=fsdp: FSDP shards each matrix across "
                         "ranks, and the parts' optimizers (Muon) need whole matrices; use trainer.strategy=ddp")
+    return problems
+
+
+def optimizer_problems(where: str, opt: Any) -> list[str]:
+    """Problems of the optimizer node ``opt`` (``{_target_, _partial_, ...options}``) at ``where``.
+
+    The target is found and checked to be an optimizer class before anything calls it (a
+    ``_target_`` naming ``os.system`` must never run); then its options are checked against
+    its ``__init__``: the names it takes, and the values its argument checks refuse
+    (``nesterov=True`` with ``momentum=0``), as building it would refuse them.
+    """
+    if not isinstance(opt, Mapping) or not opt.get("_target_"):
+        return []
+    target = opt["_target_"]
+    problem = target_problem(target) if isinstance(target, str) else f"{target!r} is not a dotted path"
+    problem = problem or class_problem(target, OPTIMIZER_BASE, OPTIMIZER_KIND)
+    if problem:
+        return [f"{where}._target_={problem}"]
+    problems = option_problems(where, opt)
+    options = {k: v for k, v in opt.items() if k not in HYDRA_KEYS}
+    problems += [f"{where}.{k}: a nested _target_ is not built here; give the option's value itself"
+                 for k, v in options.items() if _nested_target(v)]
+    lr = options.get("lr")
+    lr_ok = lr is None or (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0)  # else: values.py
+    refused = None if problems or not lr_ok else constructor_problem(target, options, unknown=("fused",))
+    if refused:
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        problems.append(f"{where}: {refused} ({target.rpartition('.')[2]} with {shown or 'its defaults'})")
     return problems
 
 
@@ -80,18 +118,40 @@ def _part_problems(name: str, part: Any) -> list[str]:
     if not isinstance(opt, Mapping) or not opt.get("_target_"):
         problems.append(f"{where}.optimizer needs a _target_ (e.g. torch.optim.Muon) with _partial_: true")
     else:
-        target = opt["_target_"]
-        bad_target = target_problem(target) if isinstance(target, str) else f"{target!r} is not a dotted path"
-        if bad_target:
-            problems.append(f"{where}.optimizer._target_={bad_target}")
         if not opt.get("_partial_"):
             problems.append(f"{where}.optimizer must set _partial_: true (it is called with the parameter groups)")
         lr = opt.get("lr")
         if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0):
             problems.append(f"{where}.optimizer.lr must be a positive number, got {lr!r}")
-        if not bad_target:
-            problems += option_problems(f"{where}.optimizer", opt)
+        else:
+            problems += optimizer_problems(f"{where}.optimizer", opt)
     wd = part.get("weight_decay")
     if wd is not None and (not isinstance(wd, int | float) or isinstance(wd, bool) or not wd >= 0):
         problems.append(f"{where}.weight_decay must be a number >= 0 (or null: optim.weight_decay), got {wd!r}")
+    return problems
+
+
+def _nested_target(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "_target_" in value or any(_nested_target(v) for v in value.values())
+    return isinstance(value, list | tuple) and any(_nested_target(v) for v in value)
+
+
+def _coverage_problems(parts: Mapping[str, Any]) -> list[str]:
+    """Parts that can take no parameter, and parts that leave optim.optimizer none, decided from
+    the selectors alone (:data:`apt.optim.select.COVERS`), as the factory would find them."""
+    problems, earlier = [], {}
+    for name, part in parts.items():
+        selector = part.get("params") if isinstance(part, Mapping) else None
+        if selector not in SELECTORS:
+            continue
+        taker = next((n for n, sel in earlier.items() if sel == selector or selector in COVERS.get(sel, ())), None)
+        if taker is not None:
+            problems.append(f"optim.parts.{name}: params={selector} takes no parameter of this model: "
+                            f"optim.parts.{taker} (params={earlier[taker]}) comes first and takes all of them "
+                            "(a parameter goes to the first part whose selector takes it)")
+        earlier.setdefault(str(name), selector)
+    if {"matrices", "vectors"} <= set(earlier.values()):
+        problems.append("optim.optimizer: optim.parts take every parameter and leave none for it (params=matrices "
+                        "and params=vectors take them all); drop the last part and let optim.optimizer take those")
     return problems

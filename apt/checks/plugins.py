@@ -7,7 +7,8 @@ register its providers and hooks, so a provider a plugin registers can be chosen
 Relative ``*_file`` / ``*_dir`` options point into the run directory.
 
 Config format: ``plugin.<name>: {_target_: <Plugin class>, ...options}``. ``_target_`` may
-be left out for a plugin the manager knows by name (built-in or entry point).
+be left out for a plugin the manager knows by name (built-in or entry point); one given is
+imported and checked to be a :class:`~apt.plugins.Plugin` subclass before anything calls it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apt.core.errors import did_you_mean
+from apt.core.errors import describe, did_you_mean
 
 __all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "set_up_plugins"]
 
@@ -31,7 +32,10 @@ def dotted_target(target: str) -> str:
 
 
 def import_target(target: str) -> Any:
-    """The object ``target`` names (``pkg.mod.Class`` or ``pkg.mod:Class``)."""
+    """The object ``target`` names (``pkg.mod.Class``, ``pkg.mod:Class`` or a module); imports
+    its module, calls nothing."""
+    if "." not in target and ":" not in target:
+        return importlib.import_module(target)
     module, _, attr = dotted_target(target).partition(":")
     obj = importlib.import_module(module)
     for part in attr.split("."):
@@ -51,7 +55,7 @@ def in_run_dir(options: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def load_plugins(pm: Any, plugins: Mapping[str, Any]) -> list[str]:
     """Register each ``_target_`` under its name and ``load_plugin`` it; problems as lines."""
-    from apt.plugins import PluginError
+    from apt.plugins import Plugin, PluginError
 
     problems = []
     known: list[str] | None = None
@@ -67,6 +71,10 @@ def load_plugins(pm: Any, plugins: Mapping[str, Any]) -> list[str]:
                     cls = import_target(str(target))
                 except (ImportError, AttributeError, ValueError) as exc:
                     problems.append(f"plugin {name!r}: _target_={target!r} cannot be found ({exc})")
+                    continue
+                if not (isinstance(cls, type) and issubclass(cls, Plugin)):  # checked before anything calls it
+                    problems.append(f"plugin.{name}._target_={target!r} is {describe(cls)}, not a plugin "
+                                    "(a subclass of apt.plugins.Plugin)")
                     continue
                 if name not in pm.available_plugins():
                     pm.register_plugin(name, cls)

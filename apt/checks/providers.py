@@ -8,6 +8,8 @@ the registry already (built-in, entry point, or registered by a selected plugin'
 
 The router is checked only when the FFN provider routes (``uses_router``, e.g. ``moe``):
 a dense model never builds one, and checking it would import the router's torch module.
+A ``_target_`` is imported and checked to be a provider class of its kind before the
+registry creates it (:func:`apt.core.registry.provider_class_problem`).
 """
 
 from __future__ import annotations
@@ -76,10 +78,32 @@ def provider_problems(registry: Any, names: Mapping[str, Any], options: Mapping[
         return {}, problems
     chosen = {kind: names[kind]["name"] for kind in KINDS}
     try:
+        problems = [p for kind in ("attention", "ffn") for p in _target_class_problem(kind, names[kind]["target"])]
+        if problems:
+            return {}, problems
         routes = bool(getattr(registry.get_class("ffn", chosen["ffn"]), "uses_router", False))
+        problems = _target_class_problem("router", names["router"]["target"]) if routes else []
+        if problems:
+            return {}, problems
         if not routes:
             chosen["router"] = None
         select_providers(model, chosen, options, registry)
     except (RegistryError, ValueError, TypeError) as exc:
         return {}, [str(exc)]
     return chosen, []
+
+
+def _target_class_problem(kind: str, target: Any) -> list[str]:
+    """``provider.<kind>._target_`` imported and checked to be a provider class of ``kind``
+    before the registry creates it (a ``_target_`` naming a function is never called)."""
+    from apt.checks.plugins import import_target
+    from apt.core.registry import provider_class_problem
+
+    if not target:
+        return []
+    try:
+        obj = import_target(str(target))
+    except Exception as exc:  # noqa: BLE001 - a user's module: whatever it raises is the answer
+        return [f"provider.{kind}._target_={target!r} cannot be imported: {type(exc).__name__}: {exc}"]
+    problem = provider_class_problem(kind, obj)
+    return [f"provider.{kind}._target_={target!r} {problem}"] if problem else []

@@ -1,4 +1,5 @@
-"""Does ``_target_: pkg.mod.Name`` exist? Answered from the source, without importing ``pkg``.
+"""Does ``_target_: pkg.mod.Name`` exist, and is it the kind of class it must be? Answered from
+the source where it can be, without importing ``pkg``; nothing a target names is ever called.
 
 The optimizer's ``_target_`` (``torch.optim.AdamW``) must be checked while torch stays
 unimported, so the module file is located with :func:`importlib.util.find_spec` of the
@@ -7,21 +8,50 @@ last module's source is read with :mod:`ast` for the names it defines or imports
 the source cannot tell (an extension module, ``from x import *``, a module ``__getattr__``)
 the answer is "unknown" and the target is imported when the run is built. A module that is
 already imported is asked directly (its attributes may be set at run time).
+
+:func:`class_problem` checks that a target is a subclass of a given base (an optimizer
+target a ``torch.optim.Optimizer``) before anything calls it: from the source, following
+re-exports and base classes, where the source tells; otherwise by importing the target's
+module (importing is allowed, calling is not) and looking at the object.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
-from apt.core.errors import did_you_mean
+from apt.core.errors import describe, did_you_mean
 
-__all__ = ["target_keywords", "target_problem"]
+__all__ = ["CALLBACK_BASE", "base_definition", "callback_problems", "class_problem", "definition", "target_keywords",
+           "target_problem"]
 
 #: Hydra's own keys of a ``_target_`` node, never passed to the target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
+
+
+#: The class every ``hydra.callbacks.<name>._target_`` derives from (Hydra creates them before the run).
+CALLBACK_BASE = "hydra.experimental.callback:Callback"
+
+
+def callback_problems(callbacks: Any) -> list[str]:
+    """Problems of the ``hydra.callbacks`` mapping: each ``_target_`` found and a Hydra callback
+    class, checked before Hydra instantiates it (at the start of train.py's job)."""
+    problems = []
+    for name, node in (callbacks or {}).items():
+        target = node.get("_target_") if hasattr(node, "get") else None
+        if not isinstance(target, str) or not target:
+            problems.append(f"hydra.callbacks.{name} needs a _target_ (a subclass of "
+                            "hydra.experimental.callback.Callback)")
+            continue
+        problem = target_problem(target) or class_problem(
+            target, CALLBACK_BASE, "a Hydra callback class (a subclass of hydra.experimental.callback.Callback)")
+        if problem:
+            problems.append(f"hydra.callbacks.{name}._target_={problem}")
+    return problems
 
 
 def target_problem(target: str) -> str | None:
@@ -61,16 +91,59 @@ def target_keywords(target: str) -> tuple[str, ...] | None:
     source, an inherited ``__init__``, or an ``__init__`` that takes ``**kwargs``.
     """
     module, _, name = target.replace(":", ".").rpartition(".")
-    for _ in range(4):  # re-export hops
-        tree = _parse(_module_file(module))
+    found = definition(module, name)
+    return _init_keywords(found[1]) if found is not None and isinstance(found[1], ast.ClassDef) else None
+
+
+def class_problem(target: str, base: str, expected: str) -> str | None:
+    """Why ``target`` is not a subclass of ``base`` (``"module:Class"``, where it is defined), or None.
+
+    ``expected`` names what it must be, for the message (``"an optimizer class (a subclass of
+    torch.optim.Optimizer)"``). Read from the source where it tells; otherwise the target's
+    module is imported and the object looked at. Nothing is called.
+    """
+    module, _, name = target.replace(":", ".").rpartition(".")
+    if not module:
+        return f"{target!r} is the module {target}, not {expected}"
+    static = _subclass(definition(module, name), base, 0)
+    if static is True:
+        return None
+    if isinstance(static, str):
+        return f"{target!r} is {static}, not {expected}"
+    from apt.checks.plugins import import_target
+
+    try:
+        obj = import_target(target)
+    except Exception as exc:  # noqa: BLE001 - a user's module: whatever it raises is the answer
+        return f"{target!r} cannot be imported: {type(exc).__name__}: {exc}"
+    if isinstance(obj, type) and any(f"{c.__module__}:{c.__qualname__}" == base for c in obj.__mro__):
+        return None
+    return f"{target!r} is {describe(obj)}, not {expected}"
+
+
+def definition(module: str, name: str) -> tuple[str, ast.stmt] | None:
+    """``(module, node)``: the one top-level ``class``/``def`` that binds ``name`` in ``module``,
+    following ``from x import name`` re-exports (relative ones too); ``(module.name, Import)``
+    for a submodule. None where the source cannot tell (no source, a name bound twice, in a
+    branch, by assignment or by a decorated definition)."""
+    for _ in range(8):  # re-export hops
+        origin = _module_file(module)
+        tree = _parse(origin)
         if tree is None:
             return None
-        found = _find(tree.body, name)
-        if isinstance(found, ast.ClassDef):
-            return _init_keywords(found)
-        if not isinstance(found, ast.ImportFrom) or found.level or not found.module:
+        found = _binding(tree, name)
+        if found is None:
+            sub = f"{module}.{name}"
+            return (sub, ast.Import(names=[ast.alias(name=sub)])) if _module_file(sub) is not None else None
+        if not isinstance(found, ast.ImportFrom):
+            return module, found
+        package = module if origin is not None and origin.name == "__init__.py" else module.rpartition(".")[0]
+        for _ in range(found.level - 1):
+            package = package.rpartition(".")[0]
+        source = found.module if not found.level else ".".join(p for p in (package, found.module) if p)
+        if not source:
             return None
-        module = found.module
+        module = source
         name = next(a.name for a in found.names if (a.asname or a.name) == name)
     return None
 
@@ -97,18 +170,104 @@ def _parse(origin: Path | None) -> ast.Module | None:
     if origin is None or origin.suffix != ".py":
         return None
     try:
-        return ast.parse(origin.read_text(encoding="utf-8"))
+        st = origin.stat()
+    except OSError:
+        return None
+    return _parse_file(str(origin), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_file(path: str, size: int, mtime_ns: int) -> ast.Module | None:
+    """A module's syntax tree, parsed once per check (keyed by size and mtime, as files change)."""
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):
         return None
 
 
-def _find(body: list[ast.stmt], name: str) -> ast.ClassDef | ast.ImportFrom | None:
-    """The top-level class ``name`` of a module, or the ``from ... import`` that binds it."""
-    for node in body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
-        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
-            return node
+def _binding(tree: ast.Module, name: str) -> ast.stmt | None:
+    """The statement that binds ``name`` at the top level of a module, when it is the only one
+    and a plain ``class``, ``def`` or ``from ... import``; None otherwise (assigned, bound in a
+    branch, decorated, or the module has a ``*`` import: only running it would tell)."""
+    index = _index(tree)
+    found = index.get(name, [])
+    if "*" in index or len(found) != 1 or found[0] is None:
+        return None
+    node = found[0]
+    return None if getattr(node, "decorator_list", None) or isinstance(node, ast.Import) else node
+
+
+def _index(tree: ast.Module) -> dict[str, list[ast.stmt | None]]:
+    """Name -> the top-level statements that bind it (None: one that binds it otherwise than by
+    ``class``/``def``/import); computed once per parsed module."""
+    index: dict[str, list[ast.stmt | None]] | None = getattr(tree, "_apt_index", None)
+    if index is None:
+        index = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                index.setdefault(node.name, []).append(node)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    index.setdefault(alias.asname or alias.name.split(".")[0], []).append(node)
+            else:
+                for bound in _stored(node):
+                    index.setdefault(bound, []).append(None)
+        tree._apt_index = index  # type: ignore[attr-defined]
+    return index
+
+
+def _stored(node: ast.AST) -> set[str]:
+    """Names statement ``node`` binds outside the bodies of the functions and classes it defines."""
+    if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        return {node.name}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {a.asname or a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.Name):
+        return {node.id} if isinstance(node.ctx, ast.Store) else set()
+    return set().union(*(_stored(child) for child in ast.iter_child_nodes(node)))
+
+
+def _subclass(found: tuple[str, ast.stmt] | None, base: str, depth: int) -> bool | str | None:
+    """Whether the definition ``found`` is a class deriving from ``base``: True, what it is
+    instead (a line fragment), or None (the source cannot tell)."""
+    if found is None or depth > 20:
+        return None
+    module, node = found
+    if isinstance(node, ast.Import):
+        return f"the module {module}"
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return f"the function {module}.{node.name}"
+    if not isinstance(node, ast.ClassDef):
+        return None
+    if f"{module}:{node.name}" == base:
+        return True
+    verdicts = [_subclass(base_definition(module, b), base, depth + 1) for b in node.bases]
+    if True in verdicts:
+        return True
+    if any(v is None for v in verdicts):
+        return None
+    return f"the class {module}.{node.name}"
+
+
+def base_definition(module: str, expr: ast.expr) -> tuple[str, ast.stmt] | None:
+    """Where the base class ``expr`` (a name, or ``pkg.mod.Name`` of an imported module) of a
+    class in ``module`` is defined; None where the source cannot tell."""
+    if isinstance(expr, ast.Name):
+        if expr.id == "object":
+            return module, ast.ClassDef(name="object", bases=[], keywords=[], body=[], decorator_list=[])
+        return definition(module, expr.id)
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.insert(0, expr.attr)
+        expr = expr.value
+    tree = _parse(_module_file(module))
+    if not isinstance(expr, ast.Name) or tree is None:
+        return None
+    for node in tree.body:  # ``import a.b`` / ``import a.b as m``
+        for alias in node.names if isinstance(node, ast.Import) else []:
+            if alias.asname == expr.id or (alias.asname is None and alias.name.split(".")[0] == expr.id):
+                root = alias.name if alias.asname else expr.id
+                return definition(".".join([root, *parts[:-1]]), parts[-1])
     return None
 
 

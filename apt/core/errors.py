@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-__all__ = ["CONFIG_ERROR_EXIT", "INTERRUPTED_EXIT", "ConfigProblems", "Problem", "did_you_mean",
+__all__ = ["CONFIG_ERROR_EXIT", "INTERRUPTED_EXIT", "ConfigProblems", "Problem", "describe", "did_you_mean",
            "ends_in_one_line", "report"]
 
 #: Exit status of a run (or ``apt check``) refused for a configuration problem.
@@ -93,3 +93,20 @@ def ends_in_one_line(main: Callable[..., int]) -> Callable[..., int]:
             print(f"error: {line}", file=sys.stderr)
             return 1
     return command
+
+
+def describe(obj: object) -> str:
+    """What ``obj`` is, for a message about a ``_target_`` of the wrong kind ("the function
+    os.system"); looks at the object only, calls nothing."""
+    import inspect
+
+    name = f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}"
+    if isinstance(obj, type):
+        return f"the class {name}"
+    if inspect.isbuiltin(obj):
+        return f"the built-in function {name}"
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return f"the function {name}"
+    return f"a {type(obj).__qualname__} object"

@@ -2,7 +2,10 @@
 
 Classes may be registered as ``"package.module:ClassName"`` strings and are imported on
 first use; built-in providers are registered that way so that checking a provider *name*
-(``--cfg``, validation) never imports torch.
+(``--cfg``, validation) never imports torch. Whatever a name points at is checked to be a
+:class:`~apt.core.Provider` subclass of the registry kind (a class declaring another
+``kind`` is refused) when it is registered or imported, before anything calls it: a
+config's ``_target_: logging.config.dictConfig`` is refused, never run.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from apt.core.errors import describe
 from apt.core.provider import Provider
 
-__all__ = ["ENTRY_POINT_GROUP", "ProviderSpec", "Registry", "RegistryError", "registry"]
+__all__ = ["ENTRY_POINT_GROUP", "ProviderSpec", "Registry", "RegistryError", "provider_class_problem", "registry"]
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +48,16 @@ class ProviderSpec:
             if isinstance(self.target, str):
                 module_name, _, attr = self.target.partition(":")
                 try:
-                    self._cls = getattr(importlib.import_module(module_name), attr)
+                    cls = getattr(importlib.import_module(module_name), attr)
                 except (ImportError, AttributeError) as exc:
                     raise RegistryError(
                         f"{self.kind} provider {self.name!r} points at {self.target!r}, "
                         f"which cannot be imported: {exc}"
                     ) from exc
+                problem = provider_class_problem(self.kind, cls)
+                if problem:
+                    raise RegistryError(f"{self.kind} provider {self.name!r} points at {self.target!r}, which {problem}")
+                self._cls = cls
             else:
                 self._cls = self.target
         return self._cls
@@ -58,6 +66,20 @@ class ProviderSpec:
         if isinstance(other, str) or isinstance(self.target, str):
             return _dotted(other) == _dotted(self.target)
         return other is self.target
+
+
+def provider_class_problem(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` cannot serve as a ``kind`` provider (``"is ..."``), or None; calls nothing.
+
+    A plain :class:`Provider` subclass (``kind`` empty) serves any kind, as the plugin guide's
+    providers do; one of :class:`~apt.core.AttentionProvider` & co. serves its own kind only.
+    """
+    expected = f"a provider of kind {kind!r} (a subclass of apt.core.Provider)"
+    if not isinstance(obj, type) or not issubclass(obj, Provider):
+        return f"is {describe(obj)}, not {expected}"
+    if obj.kind and obj.kind != kind:
+        return f"is {describe(obj)}, a provider of kind {obj.kind!r}, not {expected}"
+    return None
 
 
 def _dotted(target: type | str) -> str:
@@ -110,6 +132,9 @@ class Registry:
             raise ValueError(f"provider kind and name must be non-empty, got kind={kind!r} name={name!r}")
         if not isinstance(provider_cls, str | type):
             raise TypeError(f"provider_cls for {kind}/{name} must be a class or 'module:attr', got {provider_cls!r}")
+        problem = provider_class_problem(kind, provider_cls) if isinstance(provider_cls, type) else None
+        if problem:
+            raise TypeError(f"{kind} provider {name!r}: {_dotted(provider_cls)} {problem}")
         if isinstance(excludes, str):
             excludes = [excludes]
         specs = self._specs.setdefault(kind, {})

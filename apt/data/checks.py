@@ -148,12 +148,17 @@ def _number(value: Any) -> bool:
 
 
 def _tokenizer_problems(d: Mapping[str, Any]) -> list[str]:
-    from apt.data.tokenizers import spec_kind
+    """The spec checked; a tokenizer.json or a tiktoken encoding (which the run loads whatever
+    the token cache holds) loaded, so one that is broken or not available offline is refused here."""
+    from apt.data.tokenizers import build_tokenizer, spec_kind
 
+    spec = str(d.get("tokenizer"))
     try:
-        spec_kind(str(d.get("tokenizer")), d.get("vocab_size"), prefix="data.")
+        if spec_kind(spec, d.get("vocab_size"), prefix="data.") in ("hf", "tiktoken"):
+            build_tokenizer(spec)
     except ValueError as exc:
-        return [str(exc)]
+        text = str(exc).splitlines()[0]
+        return [text if text.startswith("data.") else f"data.tokenizer={spec!r}: {text}"]
     return []
 
 

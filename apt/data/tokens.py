@@ -17,6 +17,7 @@ only file sizes against it, so opening a corpus of any size costs the same.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -287,6 +288,11 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
         problems.append(f"{where}: meta.json has no tokenizer_state")
     elif state.get("file") and not (path / str(state["file"])).is_file():
         problems.append(f"{where}: the tokenizer file {state['file']!r} that meta.json names is missing")
+    if not problems:  # the tokenizer the run loads, with the vocabulary meta.json promises
+        try:
+            _load_tokenizer(path, meta)
+        except DataError as exc:
+            problems.append(str(exc))
     item = np.dtype(dtype).itemsize
     counts, shards = meta.get("tokens"), meta.get("shards")
     try:
@@ -332,18 +338,40 @@ def open_tokens_dir(path: str | Path) -> tuple[dict[str, Any], Tokenizer, dict[s
         raise DataError(problems[0])
     path = Path(str(path)).expanduser()
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    state = dict(meta["tokenizer_state"])
-    if "file" in state:
-        state["json"] = (path / state.pop("file")).read_text(encoding="utf-8")
-    try:
-        tokenizer = tokenizer_from_dict(state)
-    except (ValueError, KeyError) as exc:
-        raise DataError(f"data.dir={str(path)!r}: its tokenizer cannot be loaded: {exc}") from None
-    if tokenizer.vocab_size != meta["vocab_size"]:
-        raise DataError(f"data.dir={str(path)!r}: the tokenizer has {tokenizer.vocab_size} ids, meta.json says "
-                        f"vocab_size={meta['vocab_size']}")
+    tokenizer = _load_tokenizer(path, meta)
     splits: dict[str, Any] = {}
     for split in SPLITS:
         files = [TokenFile(path / name, meta["dtype"]) for name, n in meta["shards"].get(split) or [] if int(n) > 0]
         splits[split] = None if not files else files[0] if len(files) == 1 else ShardedTokens(files)
     return splits, tokenizer, meta
+
+
+def _load_tokenizer(path: Path, meta: dict[str, Any]) -> Tokenizer:
+    """The tokenizer of the token directory ``path``, checked against its meta.json's vocab_size.
+
+    The config check and the run both load it (a tiktoken encoding may be unavailable
+    offline; a hand-edited vocab_size may disagree), so the check refuses what the run would;
+    the last few loads are kept, keyed by the files' sizes and times.
+    """
+    files = [path / "meta.json"] + ([path / str(meta["tokenizer_state"]["file"])]
+                                    if meta["tokenizer_state"].get("file") else [])
+    stamp = tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files))
+    return _cached_tokenizer(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(directory: str, stamp: tuple[tuple[int, int], ...]) -> Tokenizer:
+    path = Path(directory)
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    state = dict(meta["tokenizer_state"])
+    where = f"data.dir={directory!r}"
+    try:
+        if "file" in state:
+            state["json"] = (path / state.pop("file")).read_text(encoding="utf-8")
+        tokenizer = tokenizer_from_dict(state)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{where}: its tokenizer cannot be loaded: {str(exc).splitlines()[0]}") from None
+    if tokenizer.vocab_size != meta["vocab_size"]:
+        raise DataError(f"{where}: the tokenizer has {tokenizer.vocab_size} ids, meta.json says "
+                        f"vocab_size={meta['vocab_size']}")
+    return tokenizer

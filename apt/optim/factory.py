@@ -120,12 +120,22 @@ def add_params(optimizer: Any, params: Iterable[torch.nn.Parameter], *, lr_facto
 
 def _make(spec: Mapping[str, Any], params: list[torch.Tensor], weight_decay: float, fused: bool | None,
           device: str, *, where: str) -> torch.optim.Optimizer:
-    """``spec`` (a ``_partial_`` target) called with the decay/no-decay groups of ``params``."""
+    """``spec`` (a ``_partial_`` target) called with the decay/no-decay groups of ``params``.
+
+    The node is checked as the config check checks it (the target an optimizer class, its
+    options, no nested ``_target_``) before anything is called; nested nodes are never
+    instantiated.
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from apt.checks.optim import optimizer_problems
+
+    problems = optimizer_problems(where, spec)
+    if problems:
+        raise ConfigProblems(problems)
     try:
-        factory = instantiate(spec)
+        factory = instantiate(spec, _recursive_=False)
     except InstantiationException as exc:
         raise ConfigProblems([f"{where}: {str(exc).splitlines()[0]}"]) from None
     groups = split_decay(params, weight_decay)

@@ -10,7 +10,7 @@ name (the token embedding, which the head shares).
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_PART", "SELECTORS", "selects"]
+__all__ = ["COVERS", "DEFAULT_PART", "SELECTORS", "selects"]
 
 #: The part name of ``optim.optimizer``, which takes what no part takes (reserved).
 DEFAULT_PART = "default"
@@ -24,6 +24,10 @@ SELECTORS: dict[str, str] = {
                   "learned positions)",
     "vectors": "parameters of fewer than 2 dimensions (norm gains, biases, scalars)",
 }
+
+#: Selector -> the selectors whose parameters it takes too (a part after it with one of
+#: those takes nothing: a parameter goes to the first part that takes it).
+COVERS: dict[str, tuple[str, ...]] = {"matrices": ("hidden_matrices", "embeddings")}
 
 
 def selects(selector: str, name: str, ndim: int, *, embedding: bool) -> bool:

@@ -143,9 +143,16 @@ class OptunaStudySweeper:
         """The configured sampler; a continued study's seed is offset by its trial count.
 
         Without the offset, a seeded sampler would repeat the first session's random draws.
+        The ``_target_`` is checked to be a sampler class before it is called.
         """
+        from apt.checks.targets import class_problem
+
         cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
         assert isinstance(cfg, dict)
+        problem = class_problem(str(cfg.get("_target_")), "optuna.samplers._base:BaseSampler",
+                                "an Optuna sampler class (a subclass of optuna.samplers.BaseSampler)")
+        if problem:
+            raise ValueError(f"hydra.sweeper.sampler._target_={problem}")
         if cfg.get("seed") is not None and n_existing:
             cfg["seed"] = int(cfg["seed"]) + n_existing
             log.info("continuing a study of %d trials: sampler seed %d", n_existing, cfg["seed"])

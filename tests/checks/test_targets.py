@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from apt.checks.targets import target_keywords, target_problem
+from apt.checks.targets import class_problem, target_keywords, target_problem
 
 
 def test_targets_are_resolved_without_importing_their_package():
@@ -44,3 +44,51 @@ def test_keywords_of_a_class_follow_re_exports_and_stay_unknown_where_the_source
     assert target_keywords("kw_mod.Opt") == ("lr", "beta")
     assert target_keywords("kw_mod.Loose") is None and target_keywords("kw_mod.Child") is None
     assert target_keywords("nosuchpkg.Opt") is None
+
+
+OPTIMIZER = ("torch.optim.optimizer:Optimizer", "an optimizer class")
+
+
+def test_optimizer_classes_are_told_from_the_source_without_importing_torch():
+    code = ("import sys\nfrom apt.checks.targets import class_problem\n"
+            f"base, kind = {OPTIMIZER!r}\n"
+            "for t in ('torch.optim.AdamW', 'torch.optim.SGD', 'torch.optim.Muon', 'torch.optim.adamw.AdamW'):\n"
+            "    assert class_problem(t, base, kind) is None, t\n"
+            "p = class_problem('torch.optim.lr_scheduler.LambdaLR', base, kind)\n"
+            "assert p == (\"'torch.optim.lr_scheduler.LambdaLR' is the class torch.optim.lr_scheduler.LambdaLR, \"\n"
+            "             'not an optimizer class'), p\n"
+            "assert 'is the function logging.config.dictConfig' in class_problem('logging.config.dictConfig', base, kind)\n"
+            "assert 'torch' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_target_is_classified_from_its_source_or_its_module_but_never_called(tmp_path, monkeypatch):
+    """Relative re-exports and base classes are followed in the source; where the source
+    cannot tell (a decorated or assigned name), the module is imported and the object looked
+    at. Nothing the target names runs."""
+    pkg = tmp_path / "optpkg"
+    pkg.mkdir()
+    called = tmp_path / "CALLED"
+    (pkg / "__init__.py").write_text("from .impl import Good, NotOne, make\n")
+    (pkg / "base.py").write_text("class Base:\n    pass\n")
+    (pkg / "impl.py").write_text(
+        "import functools\nfrom pathlib import Path\n\nfrom optpkg import base\nfrom .base import Base\n\n\n"
+        f"def make(*a):\n    Path({str(called)!r}).write_text('called')\n\n\n"
+        "class Good(Base):\n    pass\n\n\nclass Dotted(base.Base):\n    pass\n\n\n"
+        "class NotOne:\n    def __init__(self):\n        make()\n\n\n"
+        "@functools.lru_cache\ndef wrapped():\n    make()\n\n\n"
+        "Alias = Good\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base, kind = "optpkg.base:Base", "a Base"
+    assert class_problem("optpkg.Good", base, kind) is None
+    assert class_problem("optpkg.impl.Dotted", base, kind) is None
+    assert class_problem("optpkg.impl.Alias", base, kind) is None  # assigned: imported, then looked at
+    assert class_problem("optpkg.make", base, kind) == "'optpkg.make' is the function optpkg.impl.make, not a Base"
+    assert class_problem("optpkg.NotOne", base, kind) == "'optpkg.NotOne' is the class optpkg.impl.NotOne, not a Base"
+    assert class_problem("optpkg.impl.wrapped", base, kind).startswith(
+        "'optpkg.impl.wrapped' is a _lru_cache_wrapper object, not a Base")
+    assert class_problem("optpkg.base", base, kind) == "'optpkg.base' is the module optpkg.base, not a Base"
+    assert class_problem("builtins.print", base, kind) == (
+        "'builtins.print' is the built-in function builtins.print, not a Base")
+    assert not called.exists()

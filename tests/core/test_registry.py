@@ -128,3 +128,28 @@ def test_entry_points_register_classes_and_call_functions(tmp_path, monkeypatch)
     assert reg.names("attention") == ["bare", "ext"]  # discovered on first lookup; bad one skipped
     assert reg.names("ffn") == ["viafn"]
     assert reg.spec("attention", "ext").origin.startswith("entry point attention.ext")
+
+
+CALLS: list = []
+
+
+def not_a_provider(*args, **kwargs):
+    CALLS.append((args, kwargs))
+
+
+def test_only_provider_classes_of_the_kind_are_registered_or_loaded_and_nothing_else_is_called(reg):
+    """A lazy target that turns out not to be a provider class is refused when it is imported,
+    before the registry would call it with the provider's options."""
+    reg.register("attention", "fn", f"{__name__}:not_a_provider")
+    with pytest.raises(RegistryError, match=r"'fn' points at '.*:not_a_provider', which is the function "
+                                            r".*not_a_provider, not a provider of kind 'attention'"):
+        reg.get("attention", "fn", {"version": 1})
+    reg.register("attention", "ffn_class", f"{__name__}:F")
+    with pytest.raises(RegistryError, match="a provider of kind 'ffn', not a provider of kind 'attention'"):
+        reg.get_class("attention", "ffn_class")
+    with pytest.raises(TypeError, match="not a provider of kind 'attention'"):
+        reg.register("attention", "dict", dict)
+    with pytest.raises(TypeError, match="a provider of kind 'ffn', not a provider of kind 'router'"):
+        reg.register("router", "f", F)
+    reg.register("router", "plain", Provider)  # a plain Provider serves any kind (the plugin guide's)
+    assert CALLS == []

@@ -124,3 +124,21 @@ def test_a_missing_fused_kernel_is_an_error_when_asked_for_and_a_warning_otherwi
     assert isinstance(opt, NoFusedKernel)
     assert "no fused kernel for this device or dtype (fused kernel not available for this dtype)" in caplog.text
     assert isinstance(build_optimizer(_cfg(optimizer=spec, fused=False), _model(), device="cpu"), NoFusedKernel)
+
+
+CALLS: list = []
+
+
+def records_a_call(*args, **kwargs):
+    CALLS.append((args, kwargs))
+
+
+def test_a_target_that_is_not_an_optimizer_class_is_refused_before_it_is_called():
+    spec = {"_target_": f"{__name__}.records_a_call", "_partial_": True, "lr": 0.1}
+    with pytest.raises(ConfigProblems, match=r"optim.optimizer._target_='.*records_a_call' is the function "
+                                             r".*records_a_call, not an optimizer class"):
+        build_optimizer(_cfg(optimizer=spec), _model(), device="cpu")
+    nested = {**ADAMW, "betas": {"_target_": f"{__name__}.records_a_call"}}
+    with pytest.raises(ConfigProblems, match="optim.optimizer.betas: a nested _target_ is not built here"):
+        build_optimizer(_cfg(optimizer=nested), _model(), device="cpu")
+    assert CALLS == []

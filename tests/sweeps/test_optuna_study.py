@@ -128,3 +128,24 @@ def test_bad_direction_is_one_clear_error(tmp_path):
     r = _study(tmp_path, "hydra.sweeper.direction=minimise")
     assert r.returncode != 0
     assert "hydra.sweeper.direction='minimise': each must be one of ['minimize', 'maximize']" in r.stdout + r.stderr
+
+
+CALLS: list = []
+
+
+def records_a_call(*args, **kwargs):
+    CALLS.append((args, kwargs))
+
+
+def test_a_sampler_target_that_is_not_a_sampler_class_is_refused_before_it_is_called():
+    from omegaconf import OmegaConf
+
+    from apt.sweeps.optuna_study import OptunaStudySweeper
+
+    sweeper = OptunaStudySweeper(sampler=OmegaConf.create({"_target_": f"{__name__}.records_a_call", "seed": 1}))
+    with pytest.raises(ValueError, match=r"hydra.sweeper.sampler._target_='.*records_a_call' is the function "
+                                         r".*records_a_call, not an Optuna sampler class"):
+        sweeper._sampler(0, {})
+    assert CALLS == []
+    ok = OptunaStudySweeper(sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 1}))
+    assert isinstance(ok._sampler(0, {}), optuna.samplers.RandomSampler)
