@@ -1,5 +1,6 @@
 """Checks of ``optim`` beyond the schema's ranges: the WSD cooldown, the optimizer parts, and
-the options each optimizer is given (names its class's ``__init__`` takes, from its source).
+the options each optimizer is given (names its class's ``__init__`` takes, from its source;
+values torch would refuse only when building it, such as ``betas``).
 
 ``optim.parts`` (several optimizers acting as one, :mod:`apt.optim`) is a mapping of part
 name -> ``{params: <selector>, optimizer: <_partial_ target>, weight_decay: <float|null>}``;
@@ -16,7 +17,7 @@ from apt.checks.targets import HYDRA_KEYS, target_keywords, target_problem
 from apt.core.errors import did_you_mean
 from apt.optim.select import DEFAULT_PART, SELECTORS
 
-__all__ = ["PART_KEYS", "option_problems", "optim_problems"]
+__all__ = ["PART_KEYS", "option_problems", "optim_problems", "value_problems"]
 
 #: The keys of one ``optim.parts.<name>`` entry.
 PART_KEYS = ("params", "optimizer", "weight_decay")
@@ -36,6 +37,7 @@ def optim_problems(plain: Mapping[str, Any]) -> list[str]:
             problems.append(f"optim.cooldown_fraction={cooldown} applies to optim.decay=wsd only "
                             f"(decay is {o.get('decay')!r})")
     problems += option_problems("optim.optimizer", o.get("optimizer"))
+    problems += value_problems("optim.optimizer", o.get("optimizer"))
     parts = o.get("parts")
     if parts is None or parts == {}:
         return problems
@@ -62,6 +64,17 @@ def option_problems(where: str, opt: Any) -> list[str]:
     short = target.rpartition(".")[2]
     return [f"{where}.{k}: {short} takes no option {k!r}{did_you_mean(str(k), valid)}; valid: {', '.join(valid)}"
             for k in opt if k not in HYDRA_KEYS and k not in valid]
+
+
+def value_problems(where: str, opt: Any) -> list[str]:
+    """Option values torch would refuse only when the optimizer is built: ``betas`` (Adam's
+    family unpacks exactly two, each in [0, 1))."""
+    if not isinstance(opt, Mapping) or "betas" not in opt:
+        return []
+    betas = opt["betas"]
+    ok = isinstance(betas, list | tuple) and len(betas) == 2 and all(
+        isinstance(b, int | float) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)
+    return [] if ok else [f"{where}.betas must be 2 numbers in [0, 1) (beta1, beta2), got {betas!r}"]
 
 
 def _part_problems(name: str, part: Any) -> list[str]:
@@ -91,6 +104,7 @@ def _part_problems(name: str, part: Any) -> list[str]:
             problems.append(f"{where}.optimizer.lr must be a positive number, got {lr!r}")
         if not bad_target:
             problems += option_problems(f"{where}.optimizer", opt)
+        problems += value_problems(f"{where}.optimizer", opt)
     wd = part.get("weight_decay")
     if wd is not None and (not isinstance(wd, int | float) or isinstance(wd, bool) or not wd >= 0):
         problems.append(f"{where}.weight_decay must be a number >= 0 (or null: optim.weight_decay), got {wd!r}")
