@@ -4,8 +4,10 @@
 check step set up, in this order: device and seeds -> data -> loaders -> the model config
 (an :class:`~apt.core.APTConfig` made once, with the tokenizer's vocabulary size) -> model
 from the run's registry -> optimizer -> LR schedule and schedule over the run's length ->
-trainer -> ``on_model_init``. Problems only the real objects reveal (an optimizer argument
-its class does not take, CUDA missing after all) are ConfigProblems too.
+trainer -> ``on_model_init``. Settings the run's real length leaves without effect are
+logged (:mod:`apt.checks.length`) where the config check could not count them. Problems only
+the real objects reveal (an optimizer argument its class does not take, CUDA missing after
+all, a model larger than the GPU's free memory) are ConfigProblems too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from apt.checks import CheckedRun, RunConfig
+from apt.checks.length import length_warnings
+from apt.checks.memory import memory_problem
 from apt.core.config import APTConfig
 from apt.core.errors import ConfigProblems
 
@@ -68,6 +72,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     from apt.schedule import Schedule
     from apt.training.distributed import ParallelModel, ShardedModel
     from apt.training.lr import WarmupCosine
+    from apt.training.progress import RunLength
     from apt.training.trainer import Trainer, run_length
 
     cfg, pm = checked.config, checked.plugins
@@ -99,6 +104,11 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
         raise ConfigProblems([f"data: {exc}"]) from None
 
     model_cfg = model_config(cfg, data.vocab_size)
+    if device.startswith("cuda"):  # the config check compared host memory; a GPU's needs torch
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        problem = memory_problem(cfg.model, o_cfg, data.vocab_size, free, f"free on {device}")
+        if problem:
+            raise ConfigProblems([problem])
     builder = ModelBuilder(model_cfg, registry=pm.registry)
     model = builder.build_model().to(device)
     n_params = model.num_params() if hasattr(model, "num_params") else sum(p.numel() for p in model.parameters())
@@ -115,7 +125,14 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
     lr_schedule = WarmupCosine(optimizer, warmup_steps=o_cfg["warmup_steps"], total_steps=max_steps,
                                decay=o_cfg["decay"], min_lr_ratio=o_cfg["min_lr_ratio"],
                                cooldown_fraction=o_cfg.get("cooldown_fraction"))
-    schedule = Schedule(cfg.schedule, max_epochs=epochs, max_steps=max_steps)
+    length = RunLength(max_steps, steps_per_epoch, math.ceil(max_steps / steps_per_epoch))
+    shown = list(checked.warnings)  # the check's: printed and logged already
+    for line in length_warnings(length, o_cfg, Schedule(cfg.schedule, max_epochs=epochs, max_steps=max_steps),
+                                [(n, pm.get_plugin(n)) for n in pm.list_plugins()]):
+        if line not in shown:  # what only the data's real size shows
+            log.warning(line)
+            shown.append(line)
+    schedule = Schedule(cfg.schedule, max_epochs=epochs, max_steps=max_steps, reported=shown)
     if ctx.enabled and ctx.strategy == "ddp":
         forward_model = ParallelModel(model, ctx, compile=t_cfg["compile"])
     elif ctx.enabled:

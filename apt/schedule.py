@@ -128,6 +128,8 @@ class Schedule:
         config: the ``schedule:`` mapping (dict or OmegaConf node; ``None`` = empty).
         max_epochs / max_steps: the run's length, the horizon of ``by: epoch`` /
             ``by: step`` entries that do not give their own ``horizon``.
+        reported: warnings the config check already showed for this run; :meth:`apply`
+            does not log them again.
 
     Raises:
         ScheduleError: an entry with ``by`` other than epoch/step, an unknown ``type``,
@@ -140,6 +142,8 @@ class Schedule:
         config: Mapping[str, Any] | None = None,
         max_epochs: int | None = None,
         max_steps: int | None = None,
+        *,
+        reported: Iterable[str] = (),
     ) -> None:
         self.config: dict[str, Any] = to_plain(config) if config is not None else {}
         if not isinstance(self.config, dict):
@@ -163,6 +167,8 @@ class Schedule:
         self._bindings: dict[str, list[Callable[[float], Any]]] = {}
         self._plugin_state: dict[str, bool] = {}
         self._checked_run = False
+        #: Warnings the run already showed (the config check's): :meth:`apply` does not repeat them.
+        self.reported = frozenset(reported)
 
     # -- parsing ------------------------------------------------------------------------
     def _add_enablement(self, key: str, plugin: str, by: str, value: Any) -> None:
@@ -270,29 +276,34 @@ class Schedule:
                              f"(selected: {sorted(selected) or 'none'}); the entry has no effect")
         return errors, warns
 
-    def unreachable(self, trainer: Any) -> list[str]:
+    def unreachable(self, length: Any) -> list[str]:
         """Entries the run as configured never gets to, one readable line each.
 
-        The run's real length is ``trainer.max_steps`` optimizer steps of
-        ``trainer.steps_per_epoch`` each, which can end before ``max_epochs`` (a default
-        ``max_steps`` caps a long epoch count): a plugin enabled later never turns on, and
-        an epoch anneal stops short of its ``end``. :meth:`apply` logs these once.
+        ``length`` is a :class:`~apt.training.progress.RunLength` or a trainer (its
+        ``max_steps`` and ``steps_per_epoch``). The run's real length is ``trainer.max_steps``
+        optimizer steps of ``trainer.steps_per_epoch`` each, which can end before
+        ``max_epochs`` (a default ``max_steps`` caps a long epoch count): a plugin enabled
+        later never turns on, and an epoch anneal stops short of its ``end``. The config
+        check reports these (with bounds where the epoch length is not known yet);
+        :meth:`apply` logs, once, those it did not.
         """
-        steps = getattr(trainer, "max_steps", None)
-        per_epoch = getattr(trainer, "steps_per_epoch", None)
-        if not isinstance(steps, int) or not isinstance(per_epoch, int) or per_epoch < 1:
-            return []
-        epochs = -(-steps // per_epoch)
-        why = f"the run ends after {steps} steps, in epoch {epochs} ({per_epoch} steps per epoch)"
+        from apt.training.progress import RunLength
+
+        if not isinstance(length, RunLength):
+            steps, per_epoch = getattr(length, "max_steps", None), getattr(length, "steps_per_epoch", None)
+            if not isinstance(steps, int) or not isinstance(per_epoch, int) or per_epoch < 1:
+                return []
+            length = RunLength(steps, per_epoch, -(-steps // per_epoch))
         out = []
         for plugin, (by, at) in self.enable_at.items():
-            if at > (epochs if by == "epoch" else steps):
-                out.append(f"enable_{plugin}_at_{by}: {at} is never reached: {why}")
+            last = length.last(by)
+            if last is not None and at > last:
+                out.append(f"enable_{plugin}_at_{by}: {at} is never reached: {length.ends(by)}")
         for name, p in self.params.items():
-            last = epochs if p.by == "epoch" else steps
-            if p.start != p.end and p.horizon is not None and p.horizon - p.cooldown > last:
+            last = length.last(p.by)
+            if last is not None and p.start != p.end and p.horizon is not None and p.horizon - p.cooldown > last:
                 out.append(
-                    f"{name} anneals until {p.by} {p.horizon - p.cooldown} but {why}; "
+                    f"{name} anneals until {p.by} {p.horizon - p.cooldown} but {length.ends(p.by)}; "
                     f"it stops at {p.value(last):.4g} instead of {p.end:.4g}"
                 )
         return out
@@ -397,7 +408,8 @@ class Schedule:
         if not self._checked_run:
             self._checked_run = True
             for problem in self.unreachable(trainer):
-                log.warning("schedule: %s", problem)
+                if f"schedule: {problem}" not in self.reported:
+                    log.warning("schedule: %s", problem)
         plugins = getattr(trainer, "plugins", None)
         if plugins is not None:
             self.sync_plugins(plugins)

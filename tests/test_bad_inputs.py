@@ -382,3 +382,194 @@ def test_a_config_error_found_in_the_job_leaves_no_run_directory(tmp_path, monke
     assert r.returncode == 2, r.stderr
     assert f"error: data.path='{corpus}' does not exist" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+# =================================================================================================
+# Issue 22, items 5 and 7: inputs `apt check` passed while train.py failed with a traceback (5), and
+# settings that could never take effect (7). Kept apart from CASES: each is run through both
+# `python -m apt check` and train.py's preflight, a representative few through a real train.py.
+# =================================================================================================
+@pytest.fixture(scope="module")
+def edge_files(tmp_path_factory) -> Path:
+    """A checkpoint of another model size, token directories with an id outside the vocabulary
+    and with a shard named outside the directory."""
+    import json
+
+    import numpy as np
+
+    from apt.data import ByteTokenizer
+    from apt.data.tokens import write_meta
+    from apt.training.ckpt_format import FORMAT
+
+    d = tmp_path_factory.mktemp("edge")
+    tiny = {"d_model": 64, "num_heads": 2, "num_layers": 2, "d_ff": 64, "dropout": 0.0, "norm": "layernorm",
+            "position": "learned", "rope_base": 10000.0, "bias": False, "max_seq_len": None}
+    torch.save({"format": FORMAT, "model": {"tok_emb.weight": torch.zeros(16, 64)},
+                "config": {"seed": 0, "model": tiny, "data": {"name": "synthetic", "block_size": 32}},
+                "model_config": {**tiny, "vocab_size": 16}}, d / "other.pt")
+
+    def tokens_dir(name: str, ids: np.ndarray, shard: str = "train-00000.bin") -> None:
+        path = d / name
+        path.mkdir()
+        n_val = 200
+        (path / shard).parent.mkdir(parents=True, exist_ok=True)
+        ids[:-n_val].astype(np.uint16).tofile(path / shard)
+        ids[-n_val:].astype(np.uint16).tofile(path / "val-00000.bin")
+        write_meta(path, {"name": name, "dtype": "uint16",
+                          "tokens": {"train": len(ids) - n_val, "val": n_val, "test": 0},
+                          "shards": {"train": [[shard, len(ids) - n_val]], "val": [["val-00000.bin", n_val]],
+                                     "test": []}}, ByteTokenizer())
+        json.loads((path / "meta.json").read_text(encoding="utf-8"))  # written as prepare writes it
+
+    ids = (np.arange(4000) % 200).astype(np.uint16)
+    bad = ids.copy()
+    bad[1234] = 300  # the byte tokenizer has 256 ids
+    tokens_dir("ids", bad)
+    tokens_dir("escape", ids, shard="../other/train-00000.bin")
+    return d
+
+
+# (id, overrides ({e}: the edge_files fixture), a substring of the one error line)
+EDGE_CASES = [
+    ("seed-range", ["seed=99999999999999999999999"],
+     "seed=99999999999999999999999 is out of range; valid: 0 .. 18446744073709551615"),
+    ("seed-negative", ["seed=-1"], "seed=-1 is out of range; valid: 0 .. 18446744073709551615"),
+    ("betas-one", ["optim.optimizer.betas=[0.9]"],
+     "optim.optimizer.betas must be 2 numbers in [0, 1) (beta1, beta2), got [0.9]"),
+    ("betas-range", ["optim.optimizer.betas=[0.9,1.5]"],
+     "optim.optimizer.betas must be 2 numbers in [0, 1) (beta1, beta2), got [0.9, 1.5]"),
+    ("model-memory", ["model.d_model=65536"], "the model needs at least "),
+    ("ckpt-other-model", ["ckpt_path={e}/other.pt"],
+     "ckpt_path='{e}/other.pt' holds another model: model.d_model=64 (this run: 32); "),
+    ("ckpt-empty", ["ckpt_path="], "ckpt_path is empty"),
+    ("token-ids", ["data=tokens", "data.dir={e}/ids"],
+     "data.dir='{e}/ids': train-00000.bin holds id 300, outside the vocabulary of 256 ids (meta.json vocab_size)"),
+    ("shard-outside", ["data=tokens", "data.dir={e}/escape"],
+     "data.dir='{e}/escape': meta.json names the shard '../other/train-00000.bin', which is not a file name "
+     "inside the directory"),
+    ("monitor", ["plugin=[early_stopping]", "plugin.early_stopping.monitor=val_acc"],
+     "plugin 'early_stopping': monitor='val_acc' is not a validation metric; valid: val_loss, val_loss_se, "
+     "val_tokens, val_bpb, best_val_loss"),
+    ("checkpoint-monitor", ["plugin=[checkpoint]", "plugin.checkpoint.monitor=val_acc"],
+     "plugin 'checkpoint': monitor='val_acc' is not a validation metric; valid: val_loss, val_loss_se, "),
+]
+# The few that also run as real train.py processes.
+EDGE_TRAIN_PY = ["seed-range", "model-memory", "ckpt-other-model", "token-ids", "monitor"]
+
+
+def _edge_args(overrides: list[str], files: Path) -> list[str]:
+    return _args([a.replace("{e}", str(files)) for a in overrides], files)
+
+
+def _steady(text: str) -> str:
+    """``text`` without the free memory it names, which changes between two reads."""
+    import re
+
+    return re.sub(r"[\d,.]+ GiB of memory is available", "N GiB of memory is available", text)
+
+
+@pytest.mark.parametrize(("case", "overrides", "expected"), EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
+def test_edge_inputs_are_one_error_line_from_check_and_train_py(case, overrides, expected, edge_files, capsys):
+    args = _edge_args(overrides, edge_files)
+    assert apt_main(["check", *args]) == 2
+    check = capsys.readouterr()
+    _check_lines(check.err, expected.replace("{e}", str(edge_files)), edge_files)
+    assert check.out == ""
+    with pytest.raises(ConfigProblems) as info:
+        preflight(args)
+    assert _steady("\n".join(info.value.lines())) == _steady(check.err.rstrip("\n"))
+
+
+def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=180, env=env)
+
+
+@pytest.mark.parametrize("case", EDGE_TRAIN_PY)
+def test_train_py_refuses_edge_inputs_as_check_does(case, edge_files, tmp_path):
+    _, overrides, expected = next(c for c in EDGE_CASES if c[0] == case)
+    run_dir = tmp_path / "run"
+    args = [*_edge_args(overrides, edge_files), f"hydra.run.dir={run_dir}"]
+    r = _train_py(args, tmp_path)
+    c = subprocess.run([sys.executable, "-m", "apt", "check", *args], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == c.returncode == 2, r.stderr
+    assert _steady(r.stderr) == _steady(c.stderr)
+    _check_lines(r.stderr, expected.replace("{e}", str(edge_files)), edge_files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, no outputs/
+
+
+def test_the_memory_estimate_names_what_it_covers_and_the_memory_available(capsys):
+    assert apt_main(["check", *TINY, "model.d_model=65536"]) == 2
+    line = capsys.readouterr().err.splitlines()[0]
+    assert "parameters, their gradients and the AdamW state (16 bytes per parameter; activations not counted)" \
+        in line, line
+    assert " GiB of memory is available (host, " in line and "model.d_model=65536" in line, line
+
+
+# Settings that can never take effect in the run's length: a named warning, printed by `apt check` (exit 0)
+# and by train.py (stderr and train.log), the same line. (id, overrides, a substring of the warning)
+LENGTH_CASES = [
+    ("warmup", ["optim.warmup_steps=100000", "trainer.max_steps=4"],
+     "optim.warmup_steps=100000 is longer than the run (4 steps): the learning rate is still warming up when "
+     "the run ends and never reaches optim.optimizer.lr"),
+    ("enable-epoch", ["schedule=moe_align", "plugin=[moe,align]", "schedule.enable_align_at_epoch=5",
+                      "trainer.max_epochs=2", "trainer.steps_per_epoch=2"],
+     "schedule: enable_align_at_epoch: 5 is never reached: the run ends after 4 steps, in epoch 2 "
+     "(2 steps per epoch)"),
+    ("enable-epoch-bound", ["data=stdlib", "plugin=[align]", "+schedule.enable_align_at_epoch=5",
+                            "trainer.max_epochs=2", "trainer.max_steps=null"],  # the epoch length: unknown unread
+     "schedule: enable_align_at_epoch: 5 is never reached: the run ends in epoch 2 at the latest (trainer.max_epochs)"),
+    ("enable-step", ["plugin=[align]", "+schedule.enable_align_at_step=50", "trainer.max_steps=4"],
+     "schedule: enable_align_at_step: 50 is never reached: the run ends after 4 steps"),
+    ("plugin-every", ["plugin=[throughput]", "plugin.throughput.every_n_steps=50", "trainer.max_steps=4"],
+     "plugin 'throughput': every_n_steps=50 is never reached: the run ends after 4 steps"),
+]
+LENGTH_TRAIN_PY = ["warmup", "enable-epoch"]
+
+
+@pytest.mark.parametrize(("case", "overrides", "expected"), LENGTH_CASES, ids=[c[0] for c in LENGTH_CASES])
+def test_settings_without_effect_are_warnings_of_check_and_preflight(case, overrides, expected, capsys):
+    args = _args(overrides, Path("."))
+    assert apt_main(["check", *args]) == 0
+    check = capsys.readouterr()
+    assert check.out == "config OK\n"
+    warned = [line for line in check.err.splitlines() if expected in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), check.err
+    assert not preflight(args)
+    assert capsys.readouterr().err == check.err  # train.py prints the same warnings before Hydra starts
+
+
+@pytest.mark.parametrize("case", LENGTH_TRAIN_PY)
+def test_train_py_prints_and_logs_the_same_warning_once(case, tmp_path):
+    _, overrides, expected = next(c for c in LENGTH_CASES if c[0] == case)
+    run_dir = tmp_path / "run"
+    args = [*_args(overrides, Path(".")), "trainer.eval_batches=1", "data.num_tokens=4000",
+            f"hydra.run.dir={run_dir}"]
+    r = _train_py(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stderr.splitlines() if expected in x)
+    assert line.startswith("warning: "), r.stderr
+    log_text = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert log_text.count(expected) == 1, log_text  # the check's warning, not a second runtime copy
+    assert line.removeprefix("warning: ") in log_text
+
+
+def test_the_build_step_refuses_a_model_larger_than_the_gpus_free_memory(monkeypatch):
+    """On a GPU the estimate is compared with the device's free memory (torch is imported by
+    then), before the model is allocated. Run here with a pretend GPU of 256 MiB free."""
+    import apt.build
+    from apt.checks import check_run
+    from apt.compose import compose
+    from apt.training.distributed import DistContext
+
+    checked = check_run(compose([*TINY, "model.d_model=2048"]))  # ~34M parameters: fits the host
+    monkeypatch.setattr(apt.build, "resolve_device", lambda name: "cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (256 << 20, 80 << 30))
+    try:
+        with pytest.raises(ConfigProblems, match=r"the model needs at least 0\.5 GiB: .* but 0\.2 GiB of memory "
+                                                 r"is available \(free on cuda\)"):
+            apt.build.build(checked, DistContext())
+    finally:
+        checked.plugins.teardown_all()

@@ -11,8 +11,10 @@ It checks: section keys and value ranges (:mod:`.values`), the data source and i
 (:mod:`apt.data.checks`), paths and the device (:mod:`.paths`), the optimizers and their
 parts (:mod:`.optim`), plugins with their declared options,
 dependencies and conflicts (:mod:`.plugins`), the schedule's entries, the providers as the
-builder will call them (:mod:`.providers`), and combinations that cannot work together. Nothing here imports
-torch, except a user's plugin or provider module that does.
+builder will call them (:mod:`.providers`), combinations that cannot work together, the
+model's memory (:mod:`.memory`), and settings the run's length leaves without effect
+(warnings, :mod:`.length`). Nothing here imports torch, except a user's plugin or provider
+module that does.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from apt.checks.length import length_warnings, run_length_estimate
+from apt.checks.memory import available_host_memory, known_vocab_size, memory_problem
 from apt.checks.optim import optim_problems
 from apt.checks.paths import (
     checkpoint_path_problem,
     device_problem,
     existing_checkpoints_problem,
+    on_host,
     writable_dir_problem,
 )
-from apt.checks.plugins import in_run_dir, load_plugins, set_up_plugins
+from apt.checks.plugins import in_run_dir, load_plugins, monitor_problems, set_up_plugins
 from apt.checks.providers import provider_choices, provider_problems
 from apt.checks.values import resolve_sections, value_problems
 from apt.core.errors import ConfigProblems
@@ -127,8 +132,13 @@ def check_run(cfg: DictConfig, *, run_dir: str | Path | None = None, plugin_mana
             providers, more = provider_problems(pm.registry, names, provider_options, _model(plain))
             problems += more
         problems += _combination_problems(plugins_cfg, names)
+        if model_ok and not problems:
+            problems += _memory_problems(plain, trainer)
+        if not (plugin_problems or setup_problems):
+            problems += monitor_problems(pm)
         if problems:
             raise ConfigProblems(problems)
+        warnings += _length_warnings(plain, trainer, pm)
     except BaseException:
         pm.teardown_all()
         raise
@@ -170,8 +180,9 @@ def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir
             problem = lock_problem(ckpt_dir)
         if problem:
             problems.append(problem)
-    if plain.get("ckpt_path"):
-        problem = checkpoint_path_problem(str(plain["ckpt_path"]))
+    if plain.get("ckpt_path") is not None:
+        problem = checkpoint_path_problem(str(plain["ckpt_path"]), plain.get("model"),
+                                          (plain.get("data") or {}).get("block_size"))
         if problem:
             problems.append(problem)
     return problems
@@ -179,8 +190,8 @@ def _path_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], run_dir
 
 def _schedule_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], pm: Any) -> tuple[list[str], list[str]]:
     """Entries that cannot be evaluated, or name a plugin that does not exist (errors), or
-    one that is not selected (warnings). The horizon is checked again once the epoch length
-    is known (:meth:`apt.schedule.Schedule.unreachable`)."""
+    one that is not selected (warnings). Entries after the run's end are warnings of
+    :func:`_length_warnings` (:meth:`apt.schedule.Schedule.unreachable`)."""
     from apt.schedule import Schedule, ScheduleError
 
     try:
@@ -190,6 +201,31 @@ def _schedule_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any], pm:
         return [str(exc)], []
     selected = list(plain.get("plugin") or {}) if isinstance(plain.get("plugin"), Mapping) else []
     return schedule.check_plugins(selected, pm.available_plugins())
+
+
+def _memory_problems(plain: Mapping[str, Any], trainer: Mapping[str, Any]) -> list[str]:
+    """A model that cannot fit in host memory (:mod:`.memory`; a GPU's is the build step's)."""
+    available = available_host_memory() if on_host(str(trainer.get("device"))) else None
+    if available is None:
+        return []
+    problem = memory_problem(_model(plain), plain.get("optim") or {}, known_vocab_size(plain.get("data") or {}),
+                             *available)
+    return [problem] if problem else []
+
+
+def _length_warnings(plain: Mapping[str, Any], trainer: Mapping[str, Any], pm: Any) -> list[str]:
+    """Settings the run's length leaves without effect (:mod:`.length`), as the build step
+    will see them where the check can count the run (the schedule's horizons included)."""
+    from apt.schedule import Schedule, ScheduleError
+
+    length = run_length_estimate(trainer, plain.get("data"))
+    try:
+        schedule = Schedule(plain.get("schedule") or {}, max_epochs=trainer.get("max_epochs") or length.epochs,
+                            max_steps=length.steps)
+    except ScheduleError:  # a horizon the check cannot tell yet: the build step's schedule reports
+        schedule = None
+    return length_warnings(length, plain.get("optim") or {}, schedule,
+                           [(n, pm.get_plugin(n)) for n in pm.list_plugins()])
 
 
 def _combination_problems(plugins: Mapping[str, Any], names: Mapping[str, Any]) -> list[str]:

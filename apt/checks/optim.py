@@ -1,7 +1,8 @@
 """Checks of ``optim`` beyond the schema's ranges: the WSD cooldown, the optimizer parts, and
 each optimizer ``_target_``: found, a ``torch.optim.Optimizer`` subclass (checked before
 anything calls it), given only options its ``__init__`` takes and values its argument checks
-accept (both read from its source: :mod:`.targets`, :mod:`.constructor`).
+accept (both read from its source: :mod:`.targets`, :mod:`.constructor`), and values torch
+would refuse only when building it (``betas``).
 
 ``optim.parts`` (several optimizers acting as one, :mod:`apt.optim`) is a mapping of part
 name -> ``{params: <selector>, optimizer: <_partial_ target>, weight_decay: <float|null>}``;
@@ -21,7 +22,8 @@ from apt.checks.targets import HYDRA_KEYS, class_problem, target_keywords, targe
 from apt.core.errors import did_you_mean
 from apt.optim.select import COVERS, DEFAULT_PART, SELECTORS
 
-__all__ = ["OPTIMIZER_BASE", "OPTIMIZER_KIND", "PART_KEYS", "option_problems", "optim_problems", "optimizer_problems"]
+__all__ = ["OPTIMIZER_BASE", "OPTIMIZER_KIND", "PART_KEYS", "option_problems", "optim_problems", "optimizer_problems",
+           "value_problems"]
 
 #: The keys of one ``optim.parts.<name>`` entry.
 PART_KEYS = ("params", "optimizer", "weight_decay")
@@ -76,7 +78,7 @@ def optimizer_problems(where: str, opt: Any) -> list[str]:
     problem = problem or class_problem(target, OPTIMIZER_BASE, OPTIMIZER_KIND)
     if problem:
         return [f"{where}._target_={problem}"]
-    problems = option_problems(where, opt)
+    problems = option_problems(where, opt) + value_problems(where, opt)
     options = {k: v for k, v in opt.items() if k not in HYDRA_KEYS}
     problems += [f"{where}.{k}: a nested _target_ is not built here; give the option's value itself"
                  for k, v in options.items() if _nested_target(v)]
@@ -100,6 +102,17 @@ def option_problems(where: str, opt: Any) -> list[str]:
     short = target.rpartition(".")[2]
     return [f"{where}.{k}: {short} takes no option {k!r}{did_you_mean(str(k), valid)}; valid: {', '.join(valid)}"
             for k in opt if k not in HYDRA_KEYS and k not in valid]
+
+
+def value_problems(where: str, opt: Any) -> list[str]:
+    """Option values torch would refuse only when the optimizer is built: ``betas`` (Adam's
+    family unpacks exactly two, each in [0, 1))."""
+    if not isinstance(opt, Mapping) or "betas" not in opt:
+        return []
+    betas = opt["betas"]
+    ok = isinstance(betas, list | tuple) and len(betas) == 2 and all(
+        isinstance(b, int | float) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)
+    return [] if ok else [f"{where}.betas must be 2 numbers in [0, 1) (beta1, beta2), got {betas!r}"]
 
 
 def _part_problems(name: str, part: Any) -> list[str]:

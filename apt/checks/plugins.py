@@ -4,7 +4,8 @@ A plugin is created from its config (``Plugin.Options`` rejects unknown options 
 types, ``validate_config`` the rest), its package requirements and conflicts are checked
 as it is loaded, and ``setup_all`` checks ``plugin:`` dependencies and lets each plugin
 register its providers and hooks, so a provider a plugin registers can be chosen by name.
-Relative ``*_file`` / ``*_dir`` options point into the run directory.
+Relative ``*_file`` / ``*_dir`` options point into the run directory. A ``monitor`` option
+of a plugin that hooks ``on_validation_end`` must name a metric the trainer passes there.
 
 Config format: ``plugin.<name>: {_target_: <Plugin class>, ...options}``. ``_target_`` may
 be left out for a plugin the manager knows by name (built-in or entry point); one given is
@@ -20,7 +21,7 @@ from typing import Any
 
 from apt.core.errors import describe, did_you_mean
 
-__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "set_up_plugins"]
+__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "monitor_problems", "set_up_plugins"]
 
 
 def dotted_target(target: str) -> str:
@@ -101,3 +102,22 @@ def set_up_plugins(pm: Any) -> list[str]:
     except PluginError as exc:
         return [str(exc)]
     return []
+
+
+def monitor_problems(pm: Any) -> list[str]:
+    """Plugins watching a validation metric the trainer never produces (``monitor=val_acc``):
+    a plugin that overrides ``on_validation_end`` and declares a ``monitor`` option reads that
+    key of the metrics, which are :data:`~apt.training.evaluation.VALIDATION_METRICS`."""
+    from apt.plugins import Plugin
+    from apt.training.evaluation import VALIDATION_METRICS
+
+    problems = []
+    for name in pm.list_plugins():
+        plugin = pm.get_plugin(name)
+        monitor = getattr(getattr(plugin, "options", None), "monitor", None)
+        if monitor is None or type(plugin).on_validation_end is Plugin.on_validation_end:
+            continue
+        if monitor not in VALIDATION_METRICS:
+            problems.append(f"plugin {name!r}: monitor={monitor!r} is not a validation metric"
+                            f"{did_you_mean(str(monitor), VALIDATION_METRICS)}; valid: {', '.join(VALIDATION_METRICS)}")
+    return problems

@@ -22,9 +22,11 @@ from apt.training.evaluation import parse_eval_tokens
 from apt.training.lr import DECAYS
 from apt.training.nonfinite import POLICIES
 
-__all__ = ["PRECISIONS", "SCHEMAS", "STRATEGIES", "resolve_sections", "value_problems"]
+__all__ = ["PRECISIONS", "SCHEMAS", "SEED_RANGE", "STRATEGIES", "resolve_sections", "value_problems"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
+#: The seeds a run takes: torch.manual_seed takes 64 bits, numpy's generators no negative seed.
+SEED_RANGE = (0, 2**64 - 1)
 #: Sections built on a schema of apt.training.schema.
 SCHEMAS = ("model", "data", "trainer", "optim")
 
@@ -73,6 +75,8 @@ def value_problems(plain: Mapping[str, Any]) -> list[str]:
     seed = plain.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
         add(f"seed must be an integer, got {seed!r}")
+    elif not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        add(f"seed={seed} is out of range; valid: {SEED_RANGE[0]} .. {SEED_RANGE[1]}")
     m, d, t, o = (plain.get(k) or {} for k in ("model", "data", "trainer", "optim"))
 
     # model (vocab_size comes from the data, at build time)

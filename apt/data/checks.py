@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -19,7 +20,7 @@ from typing import Any
 
 from apt.core.errors import Problem
 
-__all__ = ["COMMON_OPTIONS", "SOURCE_CHECKS", "SOURCE_OPTIONS", "check_data", "min_split_tokens"]
+__all__ = ["COMMON_OPTIONS", "SOURCE_CHECKS", "SOURCE_OPTIONS", "check_data", "min_split_tokens", "train_tokens"]
 
 #: Options every source reads.
 COMMON_OPTIONS = ("name", "batch_size", "block_size", "val_fraction", "test_fraction", "cache_dir")
@@ -62,6 +63,22 @@ def check_data(d: Mapping[str, Any], *, world_size: int | None = None) -> list[s
 def min_split_tokens(batch_size: int, block_size: int, world_size: int = 1) -> int:
     """Tokens a split needs for one global batch of ``block_size + 1`` windows (see BatchLoader)."""
     return (batch_size * world_size + 1) * block_size + 1
+
+
+def train_tokens(d: Mapping[str, Any]) -> int | None:
+    """Tokens of the train split where they are known without reading the data (synthetic
+    data, a prepared token directory's meta.json), else None; for the run's length."""
+    if d.get("name") == "synthetic" and _positive_int(d.get("num_tokens")) and _number(d.get("val_fraction")):
+        n = int(d["num_tokens"])
+        return n - max(1, int(n * d["val_fraction"])) - int(n * (d.get("test_fraction") or 0.0))
+    if d.get("name") == "tokens" and d.get("dir"):
+        try:
+            meta = json.loads((Path(str(d["dir"])).expanduser() / "meta.json").read_text(encoding="utf-8"))
+            n = int(meta["tokens"]["train"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return n if n > 0 else None
+    return None
 
 
 # -- one check per source: (problems, estimated number of tokens or None) -----------------------
@@ -115,8 +132,8 @@ def check_synthetic(d: Mapping[str, Any]) -> tuple[list[str], int | None]:
             problems.append(f"data.{key} must be a positive integer, got {d.get(key)!r}")
     if not problems and d["vocab_size"] > 65536:
         problems.append(f"data.vocab_size={d['vocab_size']} is above 65536 (synthetic ids are uint16)")
-    if not isinstance(d.get("seed"), int) or isinstance(d.get("seed"), bool):
-        problems.append(f"data.seed must be an integer, got {d.get('seed')!r}")
+    if not isinstance(d.get("seed"), int) or isinstance(d.get("seed"), bool) or d["seed"] < 0:
+        problems.append(f"data.seed must be an integer >= 0, got {d.get('seed')!r}")
     return problems, None if problems else int(d["num_tokens"])
 
 

@@ -11,8 +11,9 @@ A token directory (written by ``python -m apt.data.prepare``, and by the token c
     test-00000.bin ...     only when a test split was asked for
 
 The splits are one token stream cut at its end: ``test`` is the last ``n_test`` ids, ``val``
-the ``n_val`` ids before them, ``train`` the rest. Reading trusts ``meta.json`` and checks
-only file sizes against it, so opening a corpus of any size costs the same.
+the ``n_val`` ids before them, ``train`` the rest. Reading checks the shards against
+``meta.json``: each is a file name inside the directory, its size matches, and no id is
+outside the vocabulary (one chunked read per shard, cached by size and mtime).
 """
 
 from __future__ import annotations
@@ -264,8 +265,8 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
                      batch_size: int | None = None) -> list[str]:
     """Problems of a token directory, one readable line each; empty when it can be trained on.
 
-    Torch-free and cheap (reads ``meta.json``, stats the shard files): for config
-    validation before anything is built. With ``block_size`` and ``batch_size`` also checks
+    Torch-free (reads ``meta.json``, stats the shard files, reads each shard once for its
+    largest id): for config validation before anything is built. With ``block_size`` and ``batch_size`` also checks
     that train and val (and test, when present) hold at least one batch of windows.
     """
     if path is None or str(path) in ("", "???"):
@@ -310,6 +311,10 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
             problems.append(f"{where}: the {split} shards in meta.json do not add up to its "
                             f"{counts.get(split, 0)} {split} tokens")
         for name, n in listed:
+            if not _plain_name(str(name)):
+                problems.append(f"{where}: meta.json names the shard {str(name)!r}, which is not a file name "
+                                "inside the directory")
+                continue
             file = path / str(name)
             size = file.stat().st_size if file.is_file() else None
             if size != int(n) * item:
@@ -317,6 +322,18 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
                 problems.append(f"{where}: {name} {have}, meta.json says {int(n):,} tokens "
                                 f"({int(n) * item:,} bytes); the directory is incomplete or changed "
                                 "after prepare")
+    if problems:
+        return problems
+    for split in SPLITS:
+        for name, _ in shards.get(split) or []:
+            file = path / str(name)
+            st = file.stat()
+            top = _max_id(str(file.resolve()), dtype, st.st_size, st.st_mtime_ns)
+            if top is not None and top >= vocab:
+                problems.append(f"{where}: {name} holds id {top}, outside the vocabulary of {vocab} ids "
+                                "(meta.json vocab_size); the directory was changed after prepare, or "
+                                "prepare it again")
+                break
     if problems or block_size is None or batch_size is None:
         return problems
     for split in SPLITS:
@@ -328,6 +345,23 @@ def check_tokens_dir(path: str | Path | None, block_size: int | None = None,
             problems.append(f"{where}: the {split} split has {n:,} tokens, {max(windows, 0)} windows of "
                             f"block_size={block_size}; need at least batch_size={batch_size}")
     return problems
+
+
+def _plain_name(name: str) -> bool:
+    """A shard is named by a file name in the token directory, never a path out of it."""
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+@functools.lru_cache(maxsize=64)
+def _max_id(file: str, dtype: str, size: int, mtime_ns: int) -> int | None:
+    """The largest id in a shard (read in chunks, never mapped whole; cached by size and mtime,
+    so the run's second check and the data load do not read it again); None when empty."""
+    top = None
+    with open(file, "rb") as fh:
+        while chunk := fh.read(_COPY_TOKENS * np.dtype(dtype).itemsize):
+            m = int(np.frombuffer(chunk, dtype=dtype).max())
+            top = m if top is None else max(top, m)
+    return top
 
 
 def open_tokens_dir(path: str | Path) -> tuple[dict[str, Any], Tokenizer, dict[str, Any]]:

@@ -5,17 +5,21 @@ a dict whose first entry is ``"format": FORMAT``. :func:`checkpoint_problem` rea
 zip directory and the first opcodes of that pickle (nothing is unpickled), so the config
 check can refuse a text file, another program's archive or a truncated download in
 milliseconds, before a run starts, with a message that does not suggest
-``weights_only=False``.
+``weights_only=False``. :func:`saved_config` reads the run config a checkpoint was saved
+with the same way, without torch: the pickle is read with every class and tensor replaced by
+an inert stand-in, so nothing named in the file is imported or called.
 """
 
 from __future__ import annotations
 
 import io
+import pickle
 import pickletools
 import zipfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["FORMAT", "checkpoint_problem"]
+__all__ = ["FORMAT", "checkpoint_problem", "saved_config"]
 
 #: The value of a checkpoint's ``format`` entry.
 FORMAT = "apt-checkpoint"
@@ -53,3 +57,51 @@ def checkpoint_problem(path: str | Path) -> str | None:
     if strings != ["format", FORMAT]:
         return f"{shown} is not an APT checkpoint: a torch file without a format={FORMAT!r} entry"
     return None
+
+
+def saved_config(path: str | Path) -> dict[str, Any] | None:
+    """The resolved run config saved in APT checkpoint ``path`` (its ``config`` entry), or None
+    when the file holds none or cannot be read (:func:`checkpoint_problem` says why)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            with zf.open(name) as fh:
+                state = _InertUnpickler(fh).load()
+    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError,
+            TypeError, AttributeError, IndexError, KeyError):
+        return None
+    config = state.get("config") if isinstance(state, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+class _Inert:
+    """What every class, function and tensor in a checkpoint's pickle reads as here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return _Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Plain containers come back as they are; anything else (tensors, storages, torch's
+    rebuild functions, ``OrderedDict``) as an :class:`_Inert` that was never imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return _Inert()
+
+    def persistent_load(self, pid: Any) -> Any:
+        return _Inert()

@@ -45,12 +45,15 @@ from apt.training.distributed import DistContext
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SE_BLOCKS", "EvalResult", "EvalWindows", "Evaluator", "RunEvaluation", "WindowLosses", "autocast_dtype",
+__all__ = ["SE_BLOCKS", "VALIDATION_METRICS", "EvalResult", "EvalWindows", "Evaluator", "RunEvaluation", "WindowLosses", "autocast_dtype",
            "describe", "eval_windows", "parse_eval_tokens"]
 
 
 #: Contiguous blocks of windows the standard error is computed over (batch means).
 SE_BLOCKS = 20
+#: The metrics of an evaluation the trainer passes to ``on_validation_end`` (besides step,
+#: epoch and final): what a plugin's ``monitor`` option may name.
+VALIDATION_METRICS = ("val_loss", "val_loss_se", "val_tokens", "val_bpb", "best_val_loss")
 
 
 @dataclass(frozen=True)

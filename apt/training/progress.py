@@ -1,4 +1,5 @@
-"""Where a run is (the counters the loop advances and a checkpoint restores) and how long it is.
+"""Where a run is (the counters the loop advances and a checkpoint restores) and how long it is
+(:func:`run_length`; :class:`RunLength` for what the config check and the schedule say about it).
 
 One small record instead of a dozen trainer fields, so "what does resuming restore" has one
 answer: :meth:`Progress.state_dict`.
@@ -13,7 +14,7 @@ from typing import Any
 
 from apt.training.schema import TrainerConfig, trainer_config
 
-__all__ = ["Progress", "run_length"]
+__all__ = ["Progress", "RunLength", "run_length"]
 
 
 @dataclass
@@ -39,6 +40,33 @@ class Progress:
         for f in fields(self):
             if f.name in state:
                 setattr(self, f.name, type(f.default)(state[f.name]))
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """The run's length: ``steps`` (exact, or at most ``trainer.max_steps``), ``per_epoch``
+    (None when the data decides it and the check cannot count it) and ``epochs`` (exact when
+    ``per_epoch`` is known, else at most ``trainer.max_epochs``)."""
+
+    steps: int | None
+    per_epoch: int | None
+    epochs: int | None
+
+    @property
+    def exact(self) -> bool:
+        return self.steps is not None and self.per_epoch is not None
+
+    def ends(self, by: str) -> str:
+        """Why a position counted ``by`` (step or epoch) beyond the run is never reached."""
+        if self.exact:
+            return f"the run ends after {self.steps} steps, in epoch {self.epochs} ({self.per_epoch} steps per epoch)"
+        if by == "epoch":
+            return f"the run ends in epoch {self.epochs} at the latest (trainer.max_epochs)"
+        return f"the run ends after {self.steps} steps at the latest (trainer.max_steps)"
+
+    def last(self, by: str) -> int | None:
+        """The last step or epoch the run can reach (None: unknown)."""
+        return self.epochs if by == "epoch" else self.steps
 
 
 def run_length(config: TrainerConfig | Mapping[str, Any], loader_batches: int) -> tuple[int, int]:

@@ -225,3 +225,28 @@ def test_every_evaluation_has_its_metrics_row(cfg_factory, tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]
     assert [int(r["step"]) for r in rows if r["val_loss"]] == [3, 6]
     assert all(r["train_loss"] for r in rows)  # each row closes its own window of steps
+
+
+class MetricsWatcher(Plugin):
+    """Records the keys of every ``on_validation_end`` metrics."""
+
+    seen: list[set[str]] = []
+
+    def get_name(self):
+        return "metrics_watcher"
+
+    def on_validation_end(self, metrics=None, **kwargs):
+        MetricsWatcher.seen.append(set(metrics or {}))
+
+
+def test_validation_metrics_are_the_names_a_monitor_option_may_take(cfg_factory, tmp_path):
+    """The config check refuses a ``monitor`` outside VALIDATION_METRICS; each is produced."""
+    from apt.training.evaluation import VALIDATION_METRICS
+
+    MetricsWatcher.seen = []
+    pm = new_plugin_manager(strict=True)
+    pm.register_plugin("metrics_watcher", MetricsWatcher)
+    run(cfg_factory("+plugin.metrics_watcher={}", "trainer.max_steps=2", "trainer.eval_every=1"),
+        out_dir=tmp_path / "run", plugin_manager=pm)
+    assert len(MetricsWatcher.seen) >= 2
+    assert all(set(VALIDATION_METRICS) <= keys for keys in MetricsWatcher.seen)
