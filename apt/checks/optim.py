@@ -78,10 +78,11 @@ def optimizer_problems(where: str, opt: Any) -> list[str]:
     problem = problem or class_problem(target, OPTIMIZER_BASE, OPTIMIZER_KIND)
     if problem:
         return [f"{where}._target_={problem}"]
-    problems = option_problems(where, opt) + value_problems(where, opt)
+    problems = option_problems(where, opt)
     options = {k: v for k, v in opt.items() if k not in HYDRA_KEYS}
-    problems += [f"{where}.{k}: a nested _target_ is not built here; give the option's value itself"
-                 for k, v in options.items() if _nested_target(v)]
+    nested = [f"{where}.{k}: a nested _target_ is not built here; give the option's value itself"
+              for k, v in options.items() if _nested_target(v)]
+    problems += nested or value_problems(where, opt)
     lr = options.get("lr")
     lr_ok = lr is None or (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0)  # else: values.py
     refused = None if problems or not lr_ok else constructor_problem(target, options, unknown=("fused",))
