@@ -19,7 +19,7 @@ from typing import Any
 
 from apt.core.errors import did_you_mean
 
-__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "set_up_plugins"]
+__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "plugin_model_problems", "set_up_plugins"]
 
 
 def dotted_target(target: str) -> str:
@@ -93,3 +93,13 @@ def set_up_plugins(pm: Any) -> list[str]:
     except PluginError as exc:
         return [str(exc)]
     return []
+
+
+def plugin_model_problems(pm: Any, model: Mapping[str, Any]) -> list[str]:
+    """Each loaded plugin's :meth:`~apt.plugins.Plugin.check_model` lines (a block index the
+    model does not have), prefixed with the plugin's name where the line lacks it."""
+    problems = []
+    for name in pm.list_plugins():
+        for line in pm.get_plugin(name).check_model(model):
+            problems.append(line if repr(name) in line else f"plugin {name!r}: {line}")
+    return problems
