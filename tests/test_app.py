@@ -278,6 +278,8 @@ def test_plugin_options_the_model_refutes_are_config_problems():
     assert "moe: layers=[0, 0] names block(s) [0] more than once; list each block once" in problem
     (problem,) = problems_of("plugin=[moe]", "plugin.moe.layers=[]")
     assert "moe: layers=[] selects no block to upcycle" in problem
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.router=nosuch")  # was an error at the upcycle
+    assert problem == "plugin 'moe': unknown router provider 'nosuch'; available: ['switch', 'topk']"
 
 
 def test_plugin_moe_without_a_schedule_says_it_upcycles_before_the_first_step(tmp_path, caplog):

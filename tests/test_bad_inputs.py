@@ -139,6 +139,8 @@ CASES = [
      "block indices are 0..1"),
     ("moe-layer-twice", ["plugin=[moe]", "plugin.moe.layers=[0,0]"],
      "moe: layers=[0, 0] names block(s) [0] more than once; list each block once"),
+    ("moe-router", ["plugin=[moe]", "plugin.moe.router=topkk"],
+     "plugin 'moe': unknown router provider 'topkk' (did you mean 'topk'?); available: ['switch', 'topk']"),
     ("on-plugin-error", ["trainer.on_plugin_error=ignore"],
      "trainer.on_plugin_error='ignore' is not one of ['fail', 'warn']"),
     ("conflict", ["plugin=[early_stopping]", "+plugin.jealous={_target_: badplugins.Jealous}"],

@@ -129,15 +129,22 @@ class MoEPlugin(Plugin):
         return True
 
     def check_model(self, model: Mapping[str, Any]) -> list[str]:
-        """Every block index in ``layers`` must exist: ``0 .. model.num_layers - 1``."""
-        n = model.get("num_layers")
-        if self.options.layers is None or not isinstance(n, int):
-            return []
-        bad = [i for i in self.options.layers if not 0 <= i < n]
-        if not bad:
-            return []
-        return [f"plugin 'moe': layers={list(self.options.layers)} names block(s) {bad} that the model does not "
-                f"have; model.num_layers={n}, so valid block indices are 0..{n - 1}"]
+        """Every block index in ``layers`` exists (``0 .. model.num_layers - 1``), and the
+        router is one the run's registry has (a plugin's router too: every plugin is set up
+        by now), with combine weights that sum to one."""
+        problems = []
+        n, layers = model.get("num_layers"), self.options.layers
+        if layers is not None and isinstance(n, int) and (bad := [i for i in layers if not 0 <= i < n]):
+            problems.append(f"plugin 'moe': layers={list(layers)} names block(s) {bad} that the model does not "
+                            f"have; model.num_layers={n}, so valid block indices are 0..{n - 1}")
+        if self.registry is not None:
+            from apt.core.registry import RegistryError
+
+            try:
+                self.check_router(self.registry)
+            except (RegistryError, ValueError, TypeError) as exc:
+                problems.append(f"plugin 'moe': {exc}")
+        return problems
 
     # -- upcycling -----------------------------------------------------------------------
     def _router_provider(self, registry: Any = None) -> Provider:
