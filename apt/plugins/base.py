@@ -119,8 +119,10 @@ class Plugin:
         """Problems of this plugin's options with the run's ``model`` section (``num_layers``,
         ``d_model``, ...), one line each naming the option, its value and the valid range.
 
-        ``apt check`` and train.py call it after the plugin loaded, before anything is built,
-        so an option that only the model can refute (a block index) is not found mid-run.
+        ``apt check`` and train.py call it once every plugin of the run is set up (its
+        ``self.registry`` then holds every provider, a plugin's too), before anything is
+        built, so an option that only the model or the registry can refute (a block index, a
+        provider name) is not found mid-run.
         """
         return []
 
