@@ -8,7 +8,10 @@ the run's saved config, :mod:`apt.resume`) and checks it (:mod:`apt.checks`) exa
 function of every run and of every multirun job), which checks once more (a multirun job's
 values are checked here, where a failure is recorded as that job's error), takes the run
 directory's lock (:mod:`apt.training.runlock`), builds (:mod:`apt.build`) and trains
-(:meth:`apt.training.Trainer.fit`), then writes the summary.
+(:meth:`apt.training.Trainer.fit`), then writes the summary. A run that failed (a plugin
+disabled by repeated hook failures, or a plugin that could not do its part: see
+:meth:`apt.training.Trainer.fail`) still writes its summary, then raises :class:`RunFailed`:
+one ``error:`` line and exit status 1, or a failed job of a sweep.
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ from apt.checks import CheckedRun, check_run, new_plugin_manager
 from apt.core.errors import CONFIG_ERROR_EXIT, INTERRUPTED_EXIT, ConfigProblems, report
 from apt.resume import ResumePlan, record_resume, resume_plan
 
-__all__ = ["ConfigProblems", "Prepared", "check_config", "main", "new_plugin_manager", "preflight", "prepare",
-           "resuming", "run"]
+__all__ = ["ConfigProblems", "Prepared", "RunFailed", "check_config", "main", "new_plugin_manager", "preflight",
+           "prepare", "resuming", "run"]
 
 log = logging.getLogger("apt")
 
 #: The resume the Hydra job started by apt.cli.train continues (set by :func:`resuming`).
 _RESUMING: ResumePlan | None = None
+
+
+class RunFailed(RuntimeError):
+    """The run ended but is not the run that was asked for (a plugin failed); its summary.json
+    is written and says why (``failed``). Exit status 1."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,8 @@ def resuming(plan: ResumePlan | None) -> Iterator[None]:
 # -- the Hydra task function --------------------------------------------------------------------
 def main(cfg: DictConfig) -> float:
     """Hydra task function: run, or print the problem in one line (exit status 2 for a config
-    problem; 1 for an unreadable checkpoint, a non-finite loss or a disk with no room left,
-    naming the file; 130 for a second Ctrl-C, which stops at once, without saving)."""
+    problem; 1 for an unreadable checkpoint, a non-finite loss, a failed plugin or a disk with
+    no room left, naming the file; 130 for a second Ctrl-C, which stops at once, without saving)."""
     from apt.core.files import no_space_line
     from apt.training.checkpoint import CheckpointError
     from apt.training.nonfinite import NonFiniteLoss
@@ -161,7 +169,8 @@ def main(cfg: DictConfig) -> float:
         _remove_fresh_run_dir()
         raise SystemExit(CONFIG_ERROR_EXIT) from None
     except Exception as exc:
-        line = str(exc) if isinstance(exc, CheckpointError | NonFiniteLoss) else no_space_line(exc)
+        failed = isinstance(exc, CheckpointError | NonFiniteLoss | RunFailed)
+        line = str(exc) if failed else no_space_line(exc)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
@@ -179,7 +188,8 @@ def main(cfg: DictConfig) -> float:
 
 def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: Any = None,
         resume: ResumePlan | None = None) -> float:
-    """Check, build and train ``cfg``; returns the final validation loss.
+    """Check, build and train ``cfg``; returns the final validation loss (raises RunFailed
+    after writing the summary when a plugin failed).
 
     ``out_dir`` defaults to Hydra's run directory (None outside Hydra: nothing is written);
     ``plugin_manager`` to a fresh one (:func:`new_plugin_manager`). ``resume``: the run
@@ -212,7 +222,8 @@ def run(cfg: DictConfig, *, out_dir: str | Path | None = None, plugin_manager: A
 
 
 def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
-    """Fit, log the summary line, write summary.json; returns the final validation loss."""
+    """Fit, log the summary line, write summary.json; returns the final validation loss, or
+    raises RunFailed (after the summary) when the run failed."""
     trainer, cfg = built.trainer, checked.config
     log.info("training: %d steps (%d per epoch, ~%d epochs), %d tokens per step, plugins %s",
              trainer.max_steps, trainer.steps_per_epoch, built.epochs, trainer.tokens_per_step,
@@ -230,19 +241,25 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
         raise SystemExit(128 + int(trainer.interrupted_by))
     val = summary["val_loss"]
     n_params = sum(p.numel() for p in built.model.parameters())  # after plugins changed the structure
-    if cfg.trainer["eval_test"]:
+    if cfg.trainer["eval_test"] and not summary["failed"]:
         test = trainer.evaluate_split(built.data.test)
         summary.update(test_loss=test.loss, test_loss_se=test.se, test_tokens=test.tokens, test_bpb=test.bpb)
         log.info("test loss %s", test)
     from apt.training.evaluation import describe
 
-    final = describe(val, summary["val_loss_se"], summary["val_tokens"], summary["val_bpb"])
-    log.info("summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %s | "
-             "best val loss %.4f (step %d, %s periodic tokens) | %.1fs%s%s", n_params / 1e6,
-             summary["step"], summary["epoch"], summary["tokens_per_s"], final, summary["best_val_loss"],
-             summary["best_step"], f"{summary['best_val_tokens']:,}", wall,
-             f" | stopped: {summary['stopped']}" if summary["stopped"] else "",
-             f" | out: {out_dir}" if out_dir else "")
+    final = "none" if val is None else describe(val, summary["val_loss_se"], summary["val_tokens"],
+                                                 summary["val_bpb"])
+    failed = f" | FAILED: {summary['failed']}" if summary["failed"] else ""
+    if summary["failed"] is None and summary["plugin_errors"]:  # on_plugin_error=warn: trained on without them
+        failed = f" | plugin errors: {'; '.join(summary['plugin_errors'])}"
+    stopped = summary["stopped"] if summary["stopped"] != summary["failed"] else None
+    (log.error if summary["failed"] else log.info)(
+        "summary: params %.2fM | steps %d | epochs %d | %.0f tokens/s | final val loss %s | "
+        "best val loss %s (step %d, %s periodic tokens) | %.1fs%s%s%s", n_params / 1e6,
+        summary["step"], summary["epoch"], summary["tokens_per_s"], final,
+        "none" if summary["best_val_loss"] is None else f"{summary['best_val_loss']:.4f}",
+        summary["best_step"], f"{summary['best_val_tokens']:,}", wall,
+        f" | stopped: {stopped}" if stopped else "", failed, f" | out: {out_dir}" if out_dir else "")
     if out_dir is not None and ctx.is_main:
         import json
 
@@ -250,6 +267,9 @@ def _train(built: Any, checked: CheckedRun, ctx: Any) -> float:
 
         atomic_write_text(Path(out_dir) / "summary.json", json.dumps(
             {**summary, "params": n_params, "wall_s": wall}, indent=2, default=str))
+    if summary["failed"]:
+        raise RunFailed(f"the run failed at step {summary['step']}: {summary['failed']}"
+                        + (f"; summary: {Path(out_dir) / 'summary.json'}" if out_dir else ""))
     return float(val)
 
 

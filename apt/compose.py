@@ -91,6 +91,7 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] | 
     from hydra.types import RunMode
 
     with _hydra(config_dir) as hydra:
+        _refuse_repeated_choices(overrides, hydra)
         try:
             cfg = hydra.compose_config(CONFIG_NAME, list(overrides), run_mode=RunMode.RUN,
                                        with_log_configuration=False)
@@ -102,6 +103,29 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] | 
                 raise
             raise problems from None
     return cfg if with_hydra else _strip_hydra(cfg)
+
+
+def _refuse_repeated_choices(overrides: Sequence[str], hydra: Any) -> None:
+    """``plugin=[moe,moe]``: Hydra would quietly take one ``moe``; a repeated option in a
+    group's list is a mistake (a typo for another plugin?), so it is an error naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            o = parser.parse_override(text)
+        except HydraException:
+            continue  # compose explains it
+        value = o.value() if not o.is_sweep_override() else None
+        if not isinstance(value, list) or not hydra.config_loader.repository.group_exists(o.key_or_group):
+            continue
+        names = [str(v) for v in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            what = "plugin" if o.key_or_group == "plugin" else "option"
+            raise ConfigProblems([f"{text} names {', '.join(map(repr, twice))} more than once; "
+                                  f"list each {what} once"])
 
 
 def _strip_hydra(cfg: DictConfig) -> DictConfig:

@@ -211,3 +211,86 @@ def test_python_warnings_during_a_run_reach_the_run_log(tmp_path, caplog, monkey
         run(compose_cfg("provider/attention=flash", "trainer.max_steps=1", "trainer.threads=1",
                         f"data.cache_dir={tmp_path / 'cache'}"))
     assert any(r.name == "py.warnings" and "flash attention" in r.getMessage() for r in caplog.records)
+
+
+class Flaky(Plugin):
+    """A plugin with a bug from its second step on (as plugin.moe.layers=[5] had mid-run)."""
+
+    def get_name(self):
+        return "flaky"
+
+    def on_step_begin(self, step=None, **kwargs):
+        if step >= 2:
+            raise IndexError(f"index {step} is out of range")
+
+
+def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path):
+    """trainer.on_plugin_error=fail (the default): the run stops after the step in which the
+    hook was disabled (no final evaluation, no checkpoint: not the model that was asked for),
+    writes a summary naming the plugin and its first error, and raises."""
+    import json
+
+    from apt.app import RunFailed
+
+    out = tmp_path / "run"
+    with pytest.raises(RunFailed) as info:
+        run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=8",
+                        f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
+    reason = ("plugin 'flaky' failed: hook 'flaky.on_step_begin' disabled on 'on_step_begin' after 3 failures; "
+              "first error: IndexError: index 2 is out of range")
+    assert reason in str(info.value) and "at step 4" in str(info.value)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 4 and summary["failed"].startswith(reason)
+    assert summary["plugin_errors"] == [reason]
+    assert summary["val_loss"] is None and summary["checkpoint"] is None
+    assert not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_on_plugin_error_warn_trains_on_and_the_summary_names_the_plugin(tmp_path, caplog):
+    import json
+    import logging
+
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="apt"):
+        val = run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=6",
+                              "trainer.on_plugin_error=warn", f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["failed"] is None and summary["val_loss"] == pytest.approx(val)
+    (error,) = summary["plugin_errors"]
+    assert "plugin 'flaky' failed" in error and "first error: IndexError: index 2 is out of range" in error
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("summary:"))
+    assert f"plugin errors: {error}" in line
+
+
+def test_on_plugin_error_takes_fail_or_warn():
+    (problem,) = problems_of("trainer.on_plugin_error=ignore")
+    assert problem == "trainer.on_plugin_error='ignore' is not one of ['fail', 'warn']"
+
+
+def test_plugin_options_the_model_refutes_are_config_problems():
+    """Block indices of a 2-layer model, duplicates, and an empty list, before anything is built."""
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.layers=[1,5]")
+    assert problem == ("plugin 'moe': layers=[1, 5] names block(s) [5] that the model does not have; "
+                       "model.num_layers=2, so valid block indices are 0..1")
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.layers=[-1]")
+    assert "names block(s) [-1] that the model does not have" in problem
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.layers=[0,0]")
+    assert "moe: layers=[0, 0] names block(s) [0] more than once; list each block once" in problem
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.layers=[]")
+    assert "moe: layers=[] selects no block to upcycle" in problem
+    (problem,) = problems_of("plugin=[moe]", "plugin.moe.router=nosuch")  # was an error at the upcycle
+    assert problem == "plugin 'moe': unknown router provider 'nosuch'; available: ['switch', 'topk']"
+
+
+def test_plugin_moe_without_a_schedule_says_it_upcycles_before_the_first_step(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        run(compose_cfg("plugin=[moe]", "trainer.max_steps=1", f"data.cache_dir={tmp_path / 'cache'}"))
+    (line,) = [r.getMessage() for r in caplog.records if "no dense phase" in r.getMessage()]
+    assert "+schedule.enable_moe_at_epoch=N" in line and "+schedule.enable_moe_at_step=S" in line
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run(compose_cfg("plugin=[moe]", "trainer.max_steps=2", "+schedule.enable_moe_at_step=2",
+                        f"data.cache_dir={tmp_path / 'cache'}"))
+    assert not [r for r in caplog.records if "no dense phase" in r.getMessage()]

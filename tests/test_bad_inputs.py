@@ -134,6 +134,16 @@ CASES = [
     ("plugin-type", ["plugin=[early_stopping]", "plugin.early_stopping.patience=abc"],
      "plugin 'early_stopping': option patience='abc' must be an integer"),
     ("moe-twice", ["plugin=[moe]", "provider/ffn=moe"], "plugin 'moe' upcycles the dense FFNs of a model, but provider/ffn=moe"),
+    ("plugin-listed-twice", ["plugin=[moe,moe]"], "plugin=[moe,moe] names 'moe' more than once; list each plugin once"),
+    ("moe-layer-index", ["plugin=[moe]", "plugin.moe.layers=[5]"],
+     "plugin 'moe': layers=[5] names block(s) [5] that the model does not have; model.num_layers=2, so valid "
+     "block indices are 0..1"),
+    ("moe-layer-twice", ["plugin=[moe]", "plugin.moe.layers=[0,0]"],
+     "moe: layers=[0, 0] names block(s) [0] more than once; list each block once"),
+    ("moe-router", ["plugin=[moe]", "plugin.moe.router=topkk"],
+     "plugin 'moe': unknown router provider 'topkk' (did you mean 'topk'?); available: ['switch', 'topk']"),
+    ("on-plugin-error", ["trainer.on_plugin_error=ignore"],
+     "trainer.on_plugin_error='ignore' is not one of ['fail', 'warn']"),
     ("conflict", ["plugin=[early_stopping]", "+plugin.jealous={_target_: badplugins.Jealous}"],
      "plugins 'jealous' and 'early_stopping' conflict"),
     ("dependency", ["+plugin.needy={_target_: badplugins.Needy}"],
@@ -161,7 +171,8 @@ CASES = [
      "the checkpoint directory (trainer.checkpoint_dir) '{d}/a_file/ckpt' cannot be created"),
 ]
 # The few that also run as real train.py processes.
-TRAIN_PY = ["unknown-model", "provider-key", "seed", "one-char-file", "plugin-option", "dependency", "ckpt-text"]
+TRAIN_PY = ["unknown-model", "provider-key", "seed", "one-char-file", "plugin-option", "dependency", "ckpt-text",
+            "plugin-listed-twice", "moe-layer-index"]
 
 
 # -- issue 22, items 4 and 6: a _target_ is checked before anything calls it, and what the run ---------

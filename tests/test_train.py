@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -103,6 +104,55 @@ def test_multirun_over_seeds_and_providers(tmp_path, cache):
     assert len(list(sweep.glob("*/metrics.csv"))) == 4
     overrides = sorted((d / ".hydra" / "overrides.yaml").read_text() for d in sweep.iterdir() if d.is_dir())
     assert sum("early_stopping" in o for o in overrides) == 2
+
+
+FLAKY = """
+from apt.plugins import Plugin
+
+
+class Flaky(Plugin):
+    def get_name(self):
+        return "flaky"
+
+    def on_step_begin(self, step=None, **kwargs):
+        if step >= 2:
+            raise IndexError(f"index {step} is out of range")
+"""
+
+
+def _train_with_flaky(tmp_path, *args, flags=()):
+    """train.py with plugin 'flaky' (a bug from its second step on) importable and selected."""
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    return subprocess.run([sys.executable, "train.py", *flags, *TINY, f"data.cache_dir={tmp_path / 'cache'}",
+                           "+plugin.flaky={_target_: flaky.Flaky}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_a_failed_plugin_ends_train_py_with_one_line_and_exit_1(tmp_path):
+    run_dir = tmp_path / "run"
+    r = _train_with_flaky(tmp_path, "trainer.max_steps=8", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 1, r.stderr[-3000:]
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: the run failed at step 4: plugin 'flaky' failed: ") and "Traceback" not in r.stderr
+    assert "first error: IndexError: index 2 is out of range" in line
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 4 and "plugin 'flaky' failed" in summary["failed"]
+    assert "| FAILED: plugin 'flaky' failed" in r.stdout
+
+
+def test_a_sweep_job_whose_plugin_failed_is_a_failed_job(tmp_path):
+    """on_plugin_error=fail: the job is recorded failed (the sweep exits 1); warn: it completes."""
+    sweep = tmp_path / "sweep"
+    r = _train_with_flaky(tmp_path, "trainer.max_steps=6", "trainer.on_plugin_error=fail,warn",
+                          f"hydra.sweep.dir={sweep}", flags=["-m"])
+    assert r.returncode == 1, r.stderr[-3000:]
+    with (sweep / "summary.csv").open(newline="") as fh:
+        rows = {row["overrides"].split()[-1]: row for row in csv.DictReader(fh)}
+    failed, warned = rows["trainer.on_plugin_error=fail"], rows["trainer.on_plugin_error=warn"]
+    assert failed["status"] == "failed" and "plugin 'flaky' failed" in failed["error"]
+    assert "first error: IndexError: index 2 is out of range" in failed["error"]
+    assert warned["status"] == "completed" and warned["steps"] == "6"
 
 
 def _rows(path):

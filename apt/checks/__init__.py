@@ -9,8 +9,8 @@ the job), ``python -m apt check`` and every multirun job call it, so their verdi
 
 It checks: section keys and value ranges (:mod:`.values`), the data source and its size
 (:mod:`apt.data.checks`), paths and the device (:mod:`.paths`), the optimizers and their
-parts (:mod:`.optim`), plugins with their declared options,
-dependencies and conflicts (:mod:`.plugins`), the schedule's entries, the providers as the
+parts (:mod:`.optim`), plugins with their declared options, dependencies, conflicts and
+options the model refutes (:mod:`.plugins`), the schedule's entries, the providers as the
 builder will call them (:mod:`.providers`), combinations that cannot work together, the
 model's memory (:mod:`.memory`), and settings the run's length leaves without effect
 (warnings, :mod:`.length`). Nothing here imports torch, except a user's plugin or provider
@@ -36,7 +36,13 @@ from apt.checks.paths import (
     on_host,
     writable_dir_problem,
 )
-from apt.checks.plugins import in_run_dir, load_plugins, monitor_problems, set_up_plugins
+from apt.checks.plugins import (
+    in_run_dir,
+    load_plugins,
+    monitor_problems,
+    plugin_model_problems,
+    set_up_plugins,
+)
 from apt.checks.providers import provider_choices, provider_problems
 from apt.checks.values import resolve_sections, value_problems
 from apt.core.errors import ConfigProblems
@@ -128,6 +134,8 @@ def check_run(cfg: DictConfig, *, run_dir: str | Path | None = None, plugin_mana
         problems += setup_problems
         providers: dict[str, str | None] = {}
         model_ok = bool(plain.get("model")) and not any(p.startswith("model.") for p in problems)
+        if model_ok:
+            problems += plugin_model_problems(pm, _model(plain))
         if model_ok and not (plugin_problems or setup_problems or provider_section):
             providers, more = provider_problems(pm.registry, names, provider_options, _model(plain))
             problems += more

@@ -21,7 +21,8 @@ from typing import Any
 
 from apt.core.errors import describe, did_you_mean
 
-__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "monitor_problems", "set_up_plugins"]
+__all__ = ["dotted_target", "import_target", "in_run_dir", "load_plugins", "monitor_problems", "plugin_model_problems",
+           "set_up_plugins"]
 
 
 def dotted_target(target: str) -> str:
@@ -120,4 +121,14 @@ def monitor_problems(pm: Any) -> list[str]:
         if monitor not in VALIDATION_METRICS:
             problems.append(f"plugin {name!r}: monitor={monitor!r} is not a validation metric"
                             f"{did_you_mean(str(monitor), VALIDATION_METRICS)}; valid: {', '.join(VALIDATION_METRICS)}")
+    return problems
+
+
+def plugin_model_problems(pm: Any, model: Mapping[str, Any]) -> list[str]:
+    """Each loaded plugin's :meth:`~apt.plugins.Plugin.check_model` lines (a block index the
+    model does not have), prefixed with the plugin's name where the line lacks it."""
+    problems = []
+    for name in pm.list_plugins():
+        for line in pm.get_plugin(name).check_model(model):
+            problems.append(line if repr(name) in line else f"plugin {name!r}: {line}")
     return problems

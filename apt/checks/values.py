@@ -21,6 +21,7 @@ from apt.training.distributed import STRATEGIES
 from apt.training.evaluation import parse_eval_tokens
 from apt.training.lr import DECAYS
 from apt.training.nonfinite import POLICIES
+from apt.training.schema import PLUGIN_ERROR_POLICIES
 
 __all__ = ["PRECISIONS", "SCHEMAS", "SEED_RANGE", "STRATEGIES", "resolve_sections", "value_problems"]
 
@@ -115,6 +116,9 @@ def value_problems(plain: Mapping[str, Any]) -> list[str]:
                 "the layout fixed at the start; use trainer.strategy=ddp")
         if t.get("on_nonfinite") not in POLICIES:
             add(f"trainer.on_nonfinite={t.get('on_nonfinite')!r} is not one of {list(POLICIES)}")
+        if t.get("on_plugin_error") not in PLUGIN_ERROR_POLICIES:
+            add(f"trainer.on_plugin_error={t.get('on_plugin_error')!r} is not one of "
+                f"{list(PLUGIN_ERROR_POLICIES)}")
 
     # optim
     if o:

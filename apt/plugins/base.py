@@ -114,6 +114,17 @@ class Plugin:
         """
         return True
 
+    def check_model(self, model: Mapping[str, Any]) -> list[str]:
+        """Problems of this plugin's options with the run's ``model`` section (``num_layers``,
+        ``d_model``, ...), one line each naming the option, its value and the valid range.
+
+        ``apt check`` and train.py call it once every plugin of the run is set up (its
+        ``self.registry`` then holds every provider, a plugin's too), before anything is
+        built, so an option that only the model or the registry can refute (a block index, a
+        provider name) is not found mid-run.
+        """
+        return []
+
     # -- lifecycle ----------------------------------------------------------------------
     def setup(self, registry: Registry, hook_manager: HookManager) -> None:
         """Register providers and hooks. Subclasses call ``super().setup(...)`` first."""

@@ -20,7 +20,9 @@ The training loop is written as a sequence of events (see :data:`EVENTS`)::
 Semantics (ARCHITECTURE.md): higher priority runs earlier, ties in registration order;
 ``on_*_start`` names are aliases of the ``on_*_begin`` events; one callable registered
 twice for an event runs once; hooks owned by a disabled plugin are skipped; a raising
-hook is logged and the others still run, unless strict mode re-raises. ``trigger`` is on
+hook is logged and the others still run, unless strict mode re-raises; a hook disabled after
+repeated failures is kept with its plugin's first error (:meth:`HookManager.disabled_hooks`),
+so the run can fail or name it in its summary (``trainer.on_plugin_error``). ``trigger`` is on
 the training hot path, so the ordered hook tuple of each event is rebuilt at register
 time and the loop does no sorting or allocation beyond the result list.
 """
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENTS",
     "EVENT_ALIASES",
+    "DisabledHook",
     "HookInfo",
     "HookManager",
     "STRICT_ENV_VAR",
@@ -92,7 +95,7 @@ class _Hook:
 
     __slots__ = (
         "fn", "name", "priority", "condition", "owner", "seq", "event",
-        "calls", "failures", "total_time", "disabled",
+        "calls", "failures", "total_time", "disabled", "first_error",
     )
 
     def __init__(self, event: str, fn: Callable[..., Any], name: str, priority: int,
@@ -108,6 +111,24 @@ class _Hook:
         self.failures = 0
         self.total_time = 0.0
         self.disabled = False
+        self.first_error: str | None = None  # its plugin's first error, once disabled
+
+
+@dataclass(frozen=True)
+class DisabledHook:
+    """A hook disabled by repeated failures, with the first error its plugin raised (the
+    cause; later failures are often consequences of it)."""
+
+    event: str
+    name: str
+    plugin: str | None
+    failures: int
+    first_error: str
+
+    def __str__(self) -> str:
+        who = f"plugin {self.plugin!r}" if self.plugin is not None else f"hook {self.name!r}"
+        return (f"{who} failed: hook {self.name!r} disabled on {self.event!r} after {self.failures} "
+                f"failures; first error: {self.first_error}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +158,13 @@ def _key(fn: Callable[..., Any]) -> Any:
     return fn
 
 
+def _error_text(exc: BaseException) -> str:
+    """``IndexError: index 5 is out of range``: one line, short enough for a summary."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _owner_name(owner: Plugin | None) -> str | None:
     if owner is None:
         return None
@@ -164,6 +192,8 @@ class HookManager:
         self._ordered: dict[str, tuple[_Hook, ...]] = {}
         self._seq = 0
         self._owners: list[Plugin] = []
+        self._first_errors: dict[int, str] = {}  # id of a plugin (or ownerless hook) -> its first error
+        self._disabled: list[_Hook] = []  # in the order they were disabled
 
     # -- registration -------------------------------------------------------------------
     def register(
@@ -238,6 +268,8 @@ class HookManager:
     def clear(self) -> None:
         self._hooks.clear()
         self._ordered.clear()
+        self._first_errors.clear()
+        self._disabled.clear()
 
     @contextlib.contextmanager
     def owned_by(self, plugin: Plugin) -> Iterator[None]:
@@ -294,12 +326,14 @@ class HookManager:
 
     def _failed(self, h: _Hook, exc: Exception) -> None:
         h.failures += 1
+        first = self._first_errors.setdefault(id(h.owner if h.owner is not None else h), _error_text(exc))
         log.error("hook %r of plugin %r failed on event %r (failure %d)",
                   h.name, _owner_name(h.owner), h.event, h.failures, exc_info=exc)
         if self.is_strict():
             raise exc
         if self.max_failures is not None and h.failures >= self.max_failures and not h.disabled:
-            h.disabled = True
+            h.disabled, h.first_error = True, first
+            self._disabled.append(h)
             self._rebuild(h.event)
             log.warning("hook %r of plugin %r disabled on event %r after %d failures",
                         h.name, _owner_name(h.owner), h.event, h.failures)
@@ -326,6 +360,13 @@ class HookManager:
                 for h in hooks
             ]
         return out
+
+    def disabled_hooks(self) -> list[DisabledHook]:
+        """Hooks disabled by repeated failures, in the order that happened, each with the first
+        error of its plugin. A hook unregistered since (teardown) is still listed: the run it
+        failed in was not the run that was asked for."""
+        return [DisabledHook(h.event, h.name, _owner_name(h.owner), h.failures, h.first_error or "")
+                for h in self._disabled]
 
     def events(self) -> list[str]:
         """Events that have at least one hook."""

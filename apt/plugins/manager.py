@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from apt.plugins.base import Plugin, _as_dict
-from apt.plugins.hooks import HookManager, hook_manager
+from apt.plugins.hooks import DisabledHook, HookManager, hook_manager
 from apt.plugins.options import PluginOptionError
 
 if TYPE_CHECKING:
@@ -334,6 +334,11 @@ class PluginManager:
     def should_stop(self) -> bool:
         """True when an enabled loaded plugin asked training to stop."""
         return any(p.should_stop and p.is_enabled() for p in self._plugins.values())
+
+    def disabled_hooks(self) -> list[DisabledHook]:
+        """Hooks disabled by repeated failures, with their plugin's first error; the trainer
+        fails the run or names them in its summary (``trainer.on_plugin_error``)."""
+        return self.hook_manager.disabled_hooks()
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         """``{name: plugin.state_dict()}`` of the loaded plugins, for checkpoints."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "PLUGIN_ERROR_POLICIES",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -20,6 +21,9 @@ __all__ = [
     "register_configs",
     "trainer_config",
 ]
+
+#: ``trainer.on_plugin_error``: what a plugin hook disabled by repeated failures does to the run.
+PLUGIN_ERROR_POLICIES = ("fail", "warn")
 
 
 @dataclass
@@ -83,6 +87,7 @@ class TrainerConfig:
     progress: bool = True  # tqdm bar
     plot: bool = True  # loss-curve PNG at the end
     strict_hooks: bool = False  # re-raise exceptions from plugin hooks
+    on_plugin_error: str = "fail"  # a hook disabled by repeated failures: fail (stop, exit 1) | warn (train on)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)
     strategy: str = "ddp"  # under torchrun: ddp | fsdp (docs/distributed.md)
     on_nonfinite: str = "stop"  # a non-finite loss: stop (exit 1) | skip the step | ignore

@@ -29,11 +29,18 @@ schedule, epoch, step`` go with every event)::
             every eval_every (unless null): on_validation_begin(); eval (fixed subset); on_validation_end(metrics)
             every log_every, and after each evaluation: metrics.csv row, progress bar
             every checkpoint_every: save; on_checkpoint_save(checkpoint_path)
-            stop if trainer.should_stop or a plugin's should_stop (the run ends), or
-                 SIGINT/SIGTERM (the run pauses: see below)
+            stop if trainer.should_stop or a plugin's should_stop (the run ends), a plugin
+                 failed (the run fails: see below), or SIGINT/SIGTERM (the run pauses: see below)
         (eval if eval_on_epoch_end and not just done); on_epoch_end(epoch, metrics)
     (final eval: whole val split, if not just done); save; on_checkpoint_save(checkpoint_path)
     on_train_end(metrics)
+
+A run fails when a plugin hook is disabled by repeated failures (``trainer.on_plugin_error=
+fail``, the default; ``warn`` trains on) or a plugin calls :meth:`Trainer.fail`: the loop ends
+after the step in progress, with no final evaluation, checkpoint or ``on_train_end`` (the
+model is not the one that was asked for); the summary's ``failed`` says why, and the app
+exits 1. Either way the summary's ``plugin_errors`` name every disabled hook with its
+plugin's first error.
 
 SIGINT/SIGTERM pause the run: the step in progress finishes, a checkpoint of that step
 boundary is saved, and nothing else happens (no evaluation, no metrics row, no
@@ -144,6 +151,8 @@ class Trainer:
         self.nonfinite = NonFiniteCheck(c.on_nonfinite, self.device)
         self.should_stop = False
         self.stop_reason: str | None = None
+        self.failed: str | None = None  # why the run failed (see fail); None: it did not
+        self._disabled_seen = 0  # disabled hooks already acted on (_check_plugins)
         self.metrics: dict[str, Any] = {}
         self.schedule_values: dict[str, float] = {}
         self.final_eval_time = 0.0
@@ -189,6 +198,15 @@ class Trainer:
         """End the run after this step (then the final evaluation and checkpoint, as at max_steps)."""
         self.should_stop = True
         self.stop_reason = self.stop_reason or reason
+
+    def fail(self, reason: str) -> None:
+        """End the run as failed after this step: no final evaluation, checkpoint or
+        ``on_train_end``; the summary's ``failed`` is ``reason`` and the app exits 1. For a
+        plugin that cannot do what the run asked of it (a tracker that cannot start a run)."""
+        if self.failed is None:
+            self.failed = reason
+            log.error("the run fails: %s", reason)
+        self.request_stop(reason)
 
     def skip_step(self, reason: str) -> None:
         """Drop this step's update (call before the optimizer step, e.g. in ``on_backward_end``).
@@ -236,10 +254,14 @@ class Trainer:
             if self.checkpoints is not None:
                 self.save()
             return self.summary()
-        if p.last_final_step != p.step:
+        self._agree_failed()
+        if self.failed is None and p.last_final_step != p.step:
             self.validate(final=True)
+            self._agree_failed()  # a hook disabled in the final evaluation
         if p.step > 0:
             rows.record(self)
+        if self.failed is not None:  # not the model that was asked for: no final checkpoint
+            return self.summary()
         if self.checkpoints is not None:
             self.save()
         summary = self.summary()
@@ -283,16 +305,19 @@ class Trainer:
         Under torchrun the ranks agree (a signal may reach one rank only, and a rank that
         stops alone leaves the others hanging in a collective).
         """
+        self._check_plugins()
         if self.step >= self.max_steps:
             return True
         if self.should_stop and self.stop_reason is None:
             self.stop_reason = "trainer.should_stop was set"
         if self.plugins is not None and self.plugins.should_stop:
             self.request_stop("a plugin asked to stop")
-        local = 100 + self._signal if self._signal is not None else int(self.should_stop)
+        local = 100 + self._signal if self._signal is not None else 2 if self.failed else int(self.should_stop)
         agreed = self.dist.max_int(local, self.device)
         if agreed >= 100 and self._signal is None:
             self._on_signal(agreed - 100)
+        elif agreed == 2 and self.failed is None:
+            self.fail("a plugin failed on another rank")
         elif agreed == 1 and not self.should_stop:
             self.request_stop("another rank stopped")
         return agreed > 0
@@ -398,12 +423,14 @@ class Trainer:
         return {"step": p.step, "epoch": p.epoch, "val_loss": self.metrics.get("val_loss"),
                 "val_loss_se": self.metrics.get("val_loss_se"), "val_tokens": self.metrics.get("val_tokens"),
                 "val_bpb": self.metrics.get("val_bpb"),
-                "best_val_loss": p.best_val_loss, "best_step": p.best_step,
+                "best_val_loss": p.best_val_loss if math.isfinite(p.best_val_loss) else None,  # None: no evaluation
+                "best_step": p.best_step,
                 "best_val_tokens": self.evals.periodic_tokens,
                 "train_loss": self.metrics.get("train_loss"),
                 "tokens_per_s": p.tokens_seen / p.train_time if p.train_time else 0.0,
                 "train_time_s": p.train_time, "eval_time_s": self.evals.evaluator.seconds,
                 "final_eval_time_s": self.final_eval_time, "stopped": self.stop_reason,
+                "failed": self.failed, "plugin_errors": [str(h) for h in self._disabled_hooks()],
                 "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
 
     # -- checkpoints (apt.training.checkpointing) ----------------------------------------
@@ -437,6 +464,26 @@ class Trainer:
         if self.schedule is not None:
             self.schedule.apply(self, epoch=self.epoch, step=step if step is not None else self.step, by=by,
                                 publish=publish)
+
+    def _disabled_hooks(self) -> list[Any]:
+        return self.plugins.disabled_hooks() if self.plugins is not None else []
+
+    def _check_plugins(self) -> None:
+        """Act on hooks disabled since the last look: fail the run (``on_plugin_error=fail``)
+        or log that training goes on without them (``warn``)."""
+        disabled = self._disabled_hooks()
+        new, self._disabled_seen = disabled[self._disabled_seen:], len(disabled)
+        for hook in new:
+            if self.config.on_plugin_error == "fail":
+                self.fail(f"{hook} (trainer.on_plugin_error=fail)")
+            else:
+                log.warning("%s; training goes on without it (trainer.on_plugin_error=warn)", hook)
+
+    def _agree_failed(self) -> None:
+        """:meth:`_check_plugins`, then all ranks fail if one does (the checkpoint is collective)."""
+        self._check_plugins()
+        if self.dist.any_true(self.failed is not None, self.device) and self.failed is None:
+            self.fail("a plugin failed on another rank")
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:

@@ -261,3 +261,31 @@ def test_hooks_registered_during_trigger_run_from_the_next_trigger(hm):
     assert log == ["adder"]
     hm.trigger("on_step_end")
     assert log == ["adder", "adder", "late"]
+
+
+def test_disabled_hooks_name_the_plugin_and_its_first_error():
+    """The cause is the plugin's first error (here in another hook), not the last one seen."""
+    class Broken(Plugin):
+        def get_name(self):
+            return "broken"
+
+        def on_epoch_begin(self, **kw):
+            raise IndexError("index 5 is out of range")
+
+        def on_step_begin(self, **kw):
+            raise AttributeError("no experts yet")
+
+    hm = HookManager(strict=False, max_failures=3)
+    plugin = Broken()
+    plugin.setup(None, hm)
+    hm.trigger("on_epoch_begin")
+    assert hm.disabled_hooks() == []
+    for _ in range(3):
+        hm.trigger("on_step_begin")
+    (hook,) = hm.disabled_hooks()
+    assert (hook.plugin, hook.name, hook.event, hook.failures) == ("broken", "broken.on_step_begin", "on_step_begin", 3)
+    assert hook.first_error == "IndexError: index 5 is out of range"
+    assert str(hook) == ("plugin 'broken' failed: hook 'broken.on_step_begin' disabled on 'on_step_begin' after 3 "
+                         "failures; first error: IndexError: index 5 is out of range")
+    plugin.teardown()  # the record outlives the hook: the run it failed in is still not the one asked for
+    assert hm.disabled_hooks() == [hook]

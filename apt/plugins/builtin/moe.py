@@ -1,7 +1,7 @@
 """``moe``: sparse upcycling of a dense model into a mixture of experts mid-run.
 
 When the plugin switches on (``enable_moe_at_epoch: N`` or ``enable_moe_at_step: S`` in the
-schedule; at once when unscheduled) each selected block's dense FFN becomes an
+schedule; at once when unscheduled, before the first step, which the run's log says) each selected block's dense FFN becomes an
 :class:`~apt.moe.MoELayer` of ``num_experts`` copies of that FFN plus a router
 (:func:`apt.moe.upcycle_model`; Komatsuzaki et al., "Sparse Upcycling", 2023). Routing is
 dropless unless ``capacity_factor`` is set, which makes training non-causal across the
@@ -63,7 +63,7 @@ class MoEOptions:
     z_coef: float = 0.001  # router z-loss coefficient (ST-MoE)
     noise: float = 0.01  # expert copy noise, relative to each tensor's std
     seed: int = 0  # noise and router init (the global RNG is left alone)
-    layers: list[int] | None = None  # block indices to upcycle; None: all
+    layers: list[int] | None = None  # block indices to upcycle (each once, < model.num_layers); None: all
     temperature: float = 1.0  # router temperature when the schedule has no `temperature_from` entry
     temperature_from: str | None = "route_temp"
     copy_optimizer_state: bool = True  # experts inherit the dense FFN's optimizer moments
@@ -116,11 +116,35 @@ class MoEPlugin(Plugin):
                 raise ValueError(f"moe: {name} must be >= 0, got {getattr(o, name)}")
         if o.temperature <= 0:
             raise ValueError(f"moe: temperature must be > 0, got {o.temperature}")
+        if o.layers is not None and not o.layers:
+            raise ValueError("moe: layers=[] selects no block to upcycle; list block indices, or null for all")
+        twice = sorted({i for i in o.layers or () if list(o.layers).count(i) > 1})
+        if twice:
+            raise ValueError(f"moe: layers={list(o.layers)} names block(s) {twice} more than once; "
+                             "list each block once")
         from apt.core.registry import registry as default_registry
 
         if default_registry.has("router", o.router or default_registry.default_name("router")):
             self.check_router(default_registry)  # others (a plugin's) are checked at the upcycle
         return True
+
+    def check_model(self, model: Mapping[str, Any]) -> list[str]:
+        """Every block index in ``layers`` exists (``0 .. model.num_layers - 1``), and the
+        router is one the run's registry has (a plugin's router too: every plugin is set up
+        by now), with combine weights that sum to one."""
+        problems = []
+        n, layers = model.get("num_layers"), self.options.layers
+        if layers is not None and isinstance(n, int) and (bad := [i for i in layers if not 0 <= i < n]):
+            problems.append(f"plugin 'moe': layers={list(layers)} names block(s) {bad} that the model does not "
+                            f"have; model.num_layers={n}, so valid block indices are 0..{n - 1}")
+        if self.registry is not None:
+            from apt.core.registry import RegistryError
+
+            try:
+                self.check_router(self.registry)
+            except (RegistryError, ValueError, TypeError) as exc:
+                problems.append(f"plugin 'moe': {exc}")
+        return problems
 
     # -- upcycling -----------------------------------------------------------------------
     def _router_provider(self, registry: Any = None) -> Provider:
@@ -260,6 +284,15 @@ class MoEPlugin(Plugin):
             self._current_temp = temp
 
     # -- events ----------------------------------------------------------------------------
+    def on_train_begin(self, schedule: Any = None, **kwargs: Any) -> None:
+        """Say so when nothing schedules the upcycle: the model is then upcycled before its
+        first step and never trains dense, which is easy to miss with ``plugin=[moe]``."""
+        name = self.get_name()
+        if not self.upcycled and (schedule is None or name not in schedule.scheduled_plugins):
+            log.info("moe: no schedule entry enables it later, so the dense model is upcycled before the first "
+                     "step (no dense phase); for a dense phase first set +schedule.enable_%s_at_epoch=N or "
+                     "+schedule.enable_%s_at_step=S (docs/moe.md)", name, name)
+
     def on_epoch_begin(self, model: nn.Module | None = None, optimizer: Any = None, schedule: Any = None,
                        epoch: int | None = None, step: int | None = None, **kwargs: Any) -> None:
         if model is not None and not self.upcycled:

@@ -16,8 +16,8 @@ The run ends FINISHED after a normal end, KILLED after SIGINT/SIGTERM, FAILED ot
 id is checkpoint state, so a resumed run continues the same tracker run, sending only the
 rows after the last step the tracker already has (the checkpoint is written before the last
 rows are sent, and rows after it are recomputed identically). Under torchrun rank 0 alone records. If the tracker cannot start a run, the
-training is stopped before its first step with that reason (a run the user asked to track
-is not trained untracked). The tracker's package is an optional extra: selecting the
+run fails before its first step with that reason (``trainer.fail``: summary.json says why,
+exit status 1), because a run the user asked to track is not trained untracked. The tracker's package is an optional extra: selecting the
 plugin without it is an error naming ``pip install 'apt[<extra>]'``.
 """
 
@@ -146,8 +146,8 @@ class TrackerPlugin(Plugin):
             self.run_id, self.sent_step = self.start_run(flatten_config(dict(config or {})), trainer,
                                                          resumed=bool(step))
         except Exception as exc:
-            if trainer is not None:
-                trainer.request_stop(f"{self.get_name()}: could not start a run: {exc}")
+            if trainer is not None:  # a run the user asked to track is not trained untracked
+                trainer.fail(f"{self.get_name()}: could not start a run: {exc}")
             raise
         self._active = True
         log.info("%s: recording run %s", self.get_name(), self.run_id)

@@ -81,14 +81,21 @@ def test_mlflow_resumed_run_continues_the_same_tracker_run(tmp_path, monkeypatch
     assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [2, 4, 6]
 
 
-def test_a_tracker_that_cannot_start_stops_the_run_before_training(tmp_path, monkeypatch):
+def test_a_tracker_that_cannot_start_fails_the_run_before_training(tmp_path, monkeypatch):
+    """Not trained untracked, and not a success either: the summary says why, the run fails
+    (train.py: exit status 1), even under trainer.on_plugin_error=warn (no hook was disabled:
+    the plugin itself cannot do what the run asked of it)."""
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'apt[mlflow]')")
+    from apt.app import RunFailed
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses ./mlruns then
-    _, out = _train(tmp_path, "plugin=[mlflow]", f"plugin.mlflow.tracking_uri={tmp_path / 'mlruns'}",
-                    strict=False)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["step"] == 0 and summary["stopped"].startswith("mlflow: could not start a run:")
+    with pytest.raises(RunFailed, match="the run failed at step 0: mlflow: could not start a run:"):
+        _train(tmp_path, "plugin=[mlflow]", f"plugin.mlflow.tracking_uri={tmp_path / 'mlruns'}",
+               "trainer.on_plugin_error=warn", strict=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["step"] == 0 and summary["failed"].startswith("mlflow: could not start a run:")
+    assert summary["checkpoint"] is None and summary["val_loss"] is None
 
 
 def test_selecting_a_tracker_without_its_package_names_the_extra(monkeypatch):
