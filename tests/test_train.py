@@ -131,7 +131,7 @@ def _train_with_flaky(tmp_path, *args, flags=()):
 
 def test_a_failed_plugin_ends_train_py_with_one_line_and_exit_1(tmp_path):
     run_dir = tmp_path / "run"
-    r = _train_with_flaky(tmp_path, "trainer.max_steps=8", f"hydra.run.dir={run_dir}")
+    r = _train_with_flaky(tmp_path, "trainer.max_steps=8", "optim.warmup_steps=2", f"hydra.run.dir={run_dir}")
     assert r.returncode == 1, r.stderr[-3000:]
     (line,) = r.stderr.splitlines()
     assert line.startswith("error: the run failed at step 4: plugin 'flaky' failed: ") and "Traceback" not in r.stderr
