@@ -174,9 +174,12 @@ class SweepSummaryCallback(Callback):
                 paths = write_summary(sweep_dir, final=True, plot=self.plot,
                                       metrics_file=self.metrics_file)
             records = collect_records(sweep_dir, final=True, metrics_file=self.metrics_file)
-        bad = [r for r in records if r.status != "completed"]
-        log.info("sweep summary: %s (%d jobs, %d not completed)", paths["md"], len(records),
-                 len(bad))
+        # "interrupted": a trial of an earlier, interrupted session (apt.sweeps.optuna_study);
+        # that session's exit status reported it
+        bad = [r for r in records if r.status not in ("completed", "interrupted")]
+        earlier = sum(r.status == "interrupted" for r in records)
+        log.info("sweep summary: %s (%d jobs, %d not completed%s)", paths["md"], len(records), len(bad),
+                 f", {earlier} interrupted earlier" if earlier else "")
         if bad and self.fail_exit_code:
             jobs = ", ".join(f"#{r.job} {r.status}: {r.error}" for r in bad)
             log.error("%d of %d jobs did not complete (%s); see %s", len(bad), len(records),
