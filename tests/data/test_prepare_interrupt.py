@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -95,7 +96,8 @@ class Prepare:
     """``python wrapper.py ...`` in a session of its own; output to files (an orphan holding a
     pipe would keep a reader waiting)."""
 
-    def __init__(self, tmp_path: Path, corpus: Path, out: Path, delay: float, sessions: list[int]) -> None:
+    def __init__(self, tmp_path: Path, corpus: Path, out: Path, delay: float, sessions: list[int],
+                 max_file_bytes: int | None = None) -> None:
         logs = _logs(tmp_path)
         self.stdout, self.stderr = logs / f"{out.name}.out", logs / f"{out.name}.err"
         env = {**os.environ, "PYTHONPATH": str(REPO), "APT_TEST_ENCODE_DELAY": str(delay)}
@@ -103,7 +105,8 @@ class Prepare:
             self.proc = subprocess.Popen([sys.executable, str(tmp_path / "wrapper.py"), f"input={corpus}",
                                           f"out={out}", "tokenizer=byte", "workers=2", "progress=false"],
                                          cwd=tmp_path, env=env, stdout=out_fh, stderr=err_fh,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=None if max_file_bytes is None else
+                                         lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes,) * 2))
         self.pid = self.proc.pid
         sessions.append(self.pid)
 
@@ -204,5 +207,16 @@ def test_a_worker_that_dies_is_one_error_line(tmp_path, corpus, sessions):
     assert code == 1, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0], stderr
+    assert _left(run.pid) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "logs", "wrapper.py"]
+
+
+def test_a_full_disk_is_one_error_line(tmp_path, corpus, sessions):
+    out = tmp_path / "out"
+    run = Prepare(tmp_path, corpus, out, 0.0, sessions, max_file_bytes=50_000)  # ulimit -f: shards stop at 50 kB
+    code, _, stderr = run.wait()
+    assert code == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: [Errno 27] File too large") and str(out) in lines[0], stderr
     assert _left(run.pid) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "logs", "wrapper.py"]
