@@ -296,14 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         return _fail(None, str(exc))
     except _Interrupted as exc:
-        print(f"interrupted: {signal.Signals(exc.signum).name}; {_left(args['out'])}", file=sys.stderr)
+        print(f"interrupted: {signal.Signals(exc.signum).name}; {_left(str(args['out']))}", file=sys.stderr)
         return 128 + exc.signum
     except BrokenProcessPool:
-        print(f"error: a worker process ended abruptly (killed, out of memory?); {_left(args['out'])}",
+        print(f"error: a worker process ended abruptly (killed, out of memory?); {_left(str(args['out']))}",
               file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a full disk
-        print(f"error: {exc}; {_left(args['out'])}", file=sys.stderr)
+        print(f"error: {exc}; {_left(str(args['out']))}", file=sys.stderr)
         return 1
     total = sum(meta["tokens"].values())
     seconds = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""python -m apt.data.prepare stopped half-way: no temporary output, no orphaned workers, one line.
+"""python -m apt.data.prepare stopped or failing half-way: no temporary output, no orphans, one line.
 
 Each test starts prepare in its own session (so every process it starts can be found in
 /proc) through a small wrapper script that cuts the corpus into many small tasks and, when
