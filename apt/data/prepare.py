@@ -249,13 +249,22 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
     """End the workers now and wait for them; ``shutdown()`` alone would let the tasks in
-    flight finish first (seconds of a 4 MB task each)."""
-    processes = list((pool._processes or {}).values())  # private: public only from Python 3.14 on
+    flight finish first (seconds of a 4 MB task each).
+
+    Uses the executor's private parts (Python 3.11-3.13 have no ``terminate_workers()``). A
+    worker ended while it sends a result leaves half a message in the result pipe; the
+    executor's thread would wait for the rest forever, and the interpreter for that thread
+    at exit, since this process holds a write end too: closing it ends the wait.
+    """
+    processes = list((pool._processes or {}).values())
+    results = pool._result_queue
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join()
+    if results is not None:
+        results._writer.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

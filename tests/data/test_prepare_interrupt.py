@@ -28,13 +28,17 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
 
 WRAPPER = textwrap.dedent("""
+    import faulthandler
     import os
+    import signal
     import time
 
     import apt.data.prepare as prepare
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a run that hangs is (see Prepare.wait)
+
     DELAY = float(os.environ.get("APT_TEST_ENCODE_DELAY", "0"))
-    prepare.TASK_CHARS = 2000  # about a hundred tasks
+    prepare.TASK_CHARS = int(os.environ.get("APT_TEST_TASK_CHARS", "2000"))  # about a hundred tasks
     _encode = prepare._encode
 
 
@@ -97,10 +101,11 @@ class Prepare:
     pipe would keep a reader waiting)."""
 
     def __init__(self, tmp_path: Path, corpus: Path, out: Path, delay: float, sessions: list[int],
-                 max_file_bytes: int | None = None) -> None:
+                 max_file_bytes: int | None = None, task_chars: int = 2000) -> None:
         logs = _logs(tmp_path)
         self.stdout, self.stderr = logs / f"{out.name}.out", logs / f"{out.name}.err"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "APT_TEST_ENCODE_DELAY": str(delay)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "APT_TEST_ENCODE_DELAY": str(delay),
+               "APT_TEST_TASK_CHARS": str(task_chars)}
         with self.stdout.open("w") as out_fh, self.stderr.open("w") as err_fh:
             self.proc = subprocess.Popen([sys.executable, str(tmp_path / "wrapper.py"), f"input={corpus}",
                                           f"out={out}", "tokenizer=byte", "workers=2", "progress=false"],
@@ -111,7 +116,12 @@ class Prepare:
         sessions.append(self.pid)
 
     def wait(self) -> tuple[int, str, str]:
-        code = self.proc.wait(timeout=120)
+        try:
+            code = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError(f"prepare hangs:\n{self.stderr.read_text()}") from None
         return code, self.stdout.read_text(), self.stderr.read_text()
 
 
@@ -212,8 +222,10 @@ def test_a_worker_that_dies_is_one_error_line(tmp_path, corpus, sessions):
 
 
 def test_a_full_disk_is_one_error_line(tmp_path, corpus, sessions):
+    """Large tasks: workers are often ended while they send a result, which once hung prepare's exit."""
     out = tmp_path / "out"
-    run = Prepare(tmp_path, corpus, out, 0.0, sessions, max_file_bytes=50_000)  # ulimit -f: shards stop at 50 kB
+    run = Prepare(tmp_path, corpus, out, 0.0, sessions, max_file_bytes=50_000,  # ulimit -f: 50 kB files
+                  task_chars=60_000)
     code, _, stderr = run.wait()
     assert code == 1, stderr
     lines = stderr.strip().splitlines()
