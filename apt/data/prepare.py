@@ -187,7 +187,7 @@ _WORKER_TOKENIZER: Tokenizer | None = None
 def _init_worker(state: dict[str, Any], parent: int) -> None:
     global _WORKER_TOKENIZER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends us
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (_encode_all)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (_signals_held)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="apt-watch-parent", daemon=True).start()
     _WORKER_TOKENIZER = tokenizer_from_dict(state)
 
@@ -226,13 +226,8 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
     try:
         pending: collections.deque = collections.deque()
         for task in tasks:
-            # a worker started by this submit inherits the blocked SIGINT: a Ctrl-C while it
-            # starts up is the parent's to handle (the multiprocessing resource tracker does the same)
-            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
+            with _signals_held():
                 pending.append(pool.submit(_encode_in_worker, task))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             if len(pending) >= 2 * workers:
                 ids, size, docs = pending.popleft().result()
                 yield ids, size, docs + first_doc
@@ -245,6 +240,36 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
         _terminate(pool)
         raise
     pool.shutdown()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
+
+    A handler's exception raised inside the executor's own code (between starting a worker
+    and recording it, say) would leave a state its shutdown cannot clean up. SIGINT is also
+    blocked for the kernel, so a worker started in the block inherits the block: a Ctrl-C
+    while it starts up is the parent's to handle (the resource tracker is started so too).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    python_handlers = None not in previous.values()  # None: installed outside Python, cannot be restored
+    if python_handlers:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if python_handlers:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
