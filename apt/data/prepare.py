@@ -14,19 +14,31 @@ whole token stream (test last, val before it), as ``data=text`` always did, so a
 whose documents are in time order validates on its newest text. ``out`` receives the
 token directory of :mod:`apt.data.tokens`; it is written in a temporary directory beside
 ``out`` and renamed into place, so a failed run leaves nothing half-written.
+
+Stopping it is safe: SIGINT or SIGTERM removes the temporary directory, ends the worker
+processes and exits with ``128 + signal`` (130, 143) after one ``interrupted:`` line, as an
+interrupted ``train.py`` does; a failure during the run (a full disk, a worker killed for
+memory) is one ``error:`` line and exit status 1. Workers ignore SIGINT (the terminal sends
+it to every process of the group; prepare decides) and end by themselves when prepare's
+process is gone, so even ``kill -9`` leaves no orphans. The same command then starts over.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +51,8 @@ from apt.data.tokenizers import Tokenizer, build_tokenizer, spec_kind, tokenizer
 from apt.data.tokens import ShardWriter, split_sizes, split_tail, write_meta
 
 __all__ = ["DEFAULTS", "DEFAULT_SHARD_TOKENS", "USAGE", "main", "prepare"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB of uint16 per shard, as nanoGPT's fineweb shards
 TASK_CHARS = 4 << 20  # text per worker task
@@ -85,8 +99,9 @@ def prepare(corpus: Corpus, out: str | Path, tokenizer: str, *, vocab_size: int 
         dtype = "uint16" if tok.vocab_size <= 65536 else "uint32"
         writer = ShardWriter(tmp, "train", dtype, int(shard_tokens))
         documents, n_bytes = 0, 0
-        with _bar(progress, corpus.total_bytes, "tokenize") as bar:
-            for ids, size, docs in _encode_all(corpus, tok, int(workers)):
+        with _bar(progress, corpus.total_bytes, "tokenize") as bar, \
+                contextlib.closing(_encode_all(corpus, tok, int(workers))) as encoded:  # closing ends the workers
+            for ids, size, docs in encoded:
                 writer.write(ids)
                 documents, n_bytes = documents + docs, n_bytes + size
                 bar.update(size)
@@ -117,6 +132,8 @@ def prepare(corpus: Corpus, out: str | Path, tokenizer: str, *, vocab_size: int 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.exists():
+                log.warning("could not remove the temporary directory %s", tmp)
 
 
 def _bar(progress: bool, total: int | None, desc: str) -> Any:
@@ -173,9 +190,20 @@ def _encode(tok: Tokenizer, task: list[tuple[bool, str]]) -> tuple[np.ndarray, i
 _WORKER_TOKENIZER: Tokenizer | None = None
 
 
-def _init_worker(state: dict[str, Any]) -> None:
+def _init_worker(state: dict[str, Any], parent: int) -> None:
     global _WORKER_TOKENIZER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (_signals_held)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="apt-watch-parent", daemon=True).start()
     _WORKER_TOKENIZER = tokenizer_from_dict(state)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once ``parent`` is gone (killed before it could end its pool): a worker
+    waiting for its next task would otherwise wait forever, holding its memory."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _encode_in_worker(task: list[tuple[bool, str]]) -> tuple[np.ndarray, int, int]:
@@ -199,11 +227,13 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
     import multiprocessing
 
     # spawn: a fork after the BPE trainer's threads ran could deadlock in the Rust library
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(tok.to_dict(),)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(tok.to_dict(), os.getpid()))
+    try:
         pending: collections.deque = collections.deque()
         for task in tasks:
-            pending.append(pool.submit(_encode_in_worker, task))
+            with _signals_held():
+                pending.append(pool.submit(_encode_in_worker, task))
             if len(pending) >= 2 * workers:
                 ids, size, docs = pending.popleft().result()
                 yield ids, size, docs + first_doc
@@ -212,13 +242,66 @@ def _encode_all(corpus: Corpus, tok: Tokenizer, workers: int) -> Iterator[tuple[
             ids, size, docs = pending.popleft().result()
             yield ids, size, docs + first_doc
             first_doc = 0
+    except BaseException:  # an error, an interrupt, or the consumer closed us (GeneratorExit)
+        _terminate(pool)
+        raise
+    pool.shutdown()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
+
+    A handler's exception raised inside the executor's own code (between starting a worker
+    and recording it, say) would leave a state its shutdown cannot clean up. SIGINT is also
+    blocked for the kernel, so a worker started in the block inherits the block: a Ctrl-C
+    while it starts up is the parent's to handle (the resource tracker is started so too).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    python_handlers = None not in previous.values()  # None: installed outside Python, cannot be restored
+    if python_handlers:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if python_handlers:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """End the workers now and wait for them; ``shutdown()`` alone would let the tasks in
+    flight finish first (seconds of a 4 MB task each).
+
+    Uses the executor's private parts (Python 3.11-3.13 have no ``terminate_workers()``). A
+    worker ended while it sends a result leaves half a message in the result pipe; the
+    executor's thread would wait for the rest forever, and the interpreter for that thread
+    at exit, since this process holds a write end too: closing it ends the wait.
+    """
+    processes = list((pool._processes or {}).values())
+    results = pool._result_queue
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
+    if results is not None:
+        results._writer.close()
 
 
 @ends_in_one_line
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``--help`` is the usage (exit 0); one ``error:`` line and exit 2 on bad input."""
-    import logging
-
+    """CLI: ``--help`` is the usage (exit 0); one ``error:`` line and exit 2 on bad input, 1 on a
+    failure during the run; one ``interrupted:`` line and ``128 + signal`` on SIGINT/SIGTERM."""
     from omegaconf import OmegaConf
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -246,20 +329,67 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(usage, f"{key}={args[key]!r} must be a number")
     t0 = time.perf_counter()
     try:
-        corpus = open_corpus(args["input"], text_field=str(args["text_field"]),
-                             split=None if args["split"] is None else str(args["split"]))
-        meta = prepare(corpus, args["out"], str(args["tokenizer"]), vocab_size=args["vocab_size"],
-                       val_fraction=float(args["val_fraction"]), test_fraction=float(args["test_fraction"]),
-                       workers=args["workers"], shard_tokens=args["shard_tokens"],
-                       progress=bool(args["progress"]))
+        with _signals_interrupt():
+            corpus = open_corpus(args["input"], text_field=str(args["text_field"]),
+                                 split=None if args["split"] is None else str(args["split"]))
+            meta = prepare(corpus, args["out"], str(args["tokenizer"]), vocab_size=args["vocab_size"],
+                           val_fraction=float(args["val_fraction"]), test_fraction=float(args["test_fraction"]),
+                           workers=args["workers"], shard_tokens=args["shard_tokens"],
+                           progress=bool(args["progress"]))
     except DataError as exc:
         return _fail(None, str(exc))
+    except _Interrupted as exc:
+        print(f"interrupted: {signal.Signals(exc.signum).name}; {_left(str(args['out']))}", file=sys.stderr)
+        return 128 + exc.signum
+    except BrokenProcessPool:
+        print(f"error: a worker process ended abruptly (killed, out of memory?); {_left(str(args['out']))}",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a full disk
+        print(f"error: {exc}; {_left(str(args['out']))}", file=sys.stderr)
+        return 1
     total = sum(meta["tokens"].values())
     seconds = time.perf_counter() - t0
     print(f"wrote {args['out']}: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val / "
           f"{meta['tokens']['test']:,} test tokens ({meta['dtype']}, vocab {meta['vocab_size']}, "
           f"{meta['documents']:,} documents) in {seconds:.1f}s, {total / max(seconds, 1e-9):,.0f} tokens/s")
     return 0
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the main thread is, so every ``finally`` runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`_Interrupted`; later ones are ignored while the
+    cleanup runs (removing a directory and ending the workers takes well under a second)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _left(out: str) -> str:
+    """What a stopped run left: nothing but a complete ``out`` (stopped after the rename)."""
+    if (Path(out).expanduser() / "meta.json").is_file():
+        return f"out={out!r} was already complete"
+    return f"nothing written to out={out!r} (temporary files removed, workers ended); run the same command again"
 
 
 def _fail(usage: str | None, message: str) -> int:

@@ -241,15 +241,19 @@ class SweepSummaryCallback(Callback):
                 self._lock.release()
                 atexit.unregister(self._lock.release)
                 self._lock = None
-        bad = [r for r in records if r.status != "completed"]
-        log.info("sweep summary: %s (%d jobs, %d failed)", paths["md"], len(records), len(bad))
+        # "interrupted": a trial of an earlier, interrupted session (apt.sweeps.optuna_study);
+        # that session's exit status reported it
+        bad = [r for r in records if r.status not in ("completed", "interrupted")]
+        interrupted = sum(r.status == "interrupted" for r in records)
+        log.info("sweep summary: %s (%d jobs, %d failed%s)", paths["md"], len(records), len(bad),
+                 f", {interrupted} interrupted earlier" if interrupted else "")
         if earlier:
             log.warning("left out %d job records of an earlier sweep in %s", len(earlier), sweep_dir)
         if not bad:
             return
         level = "error" if self.fail_exit_code else "warning"
         for r, label in zip(records, varying_overrides(records), strict=True):  # one line per failed job
-            if r.status != "completed":
+            if r in bad:
                 error = r.error.splitlines()[0] if r.error else "no error recorded"
                 print(f"{level}: job {r.job} ({' '.join(label) or 'no overrides'}) {r.status}: {error}",
                       file=sys.stderr)

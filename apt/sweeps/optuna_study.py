@@ -16,13 +16,28 @@ worst value (``inf`` when minimising) and records the error, so the study goes o
 sampler learns to avoid that region; each such trial also carries the user attributes
 ``status=failed`` and ``error``. A job that failed without that callback is told to Optuna as
 FAIL, the remaining trials still run, and the sweep raises at the end.
+
+Interrupts: each trial records the process that runs it (user attribute ``apt_owner``:
+host, pid, pid namespace, process start time). SIGINT or SIGTERM ends the study with the
+trials in flight told as FAIL (``error``: ``interrupted by SIGTERM``), one ``interrupted:``
+line and exit status ``128 + signal``, as an interrupted ``train.py``. A process killed
+outright cannot do that; when the study continues, a trial still RUNNING whose owner has
+ended on this host is told as FAIL with a warning, and the study goes on. A RUNNING trial of
+a live process, of another host or with no recorded owner is left alone: it may be a
+concurrent worker's. Either way the trial's job record in the sweep directory becomes
+``interrupted`` (not a failure of the session that continues the study).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +51,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from apt.sweeps.summary import JOB_RECORD, JobRecord
 
-__all__ = ["DIRECTIONS", "OptunaStudySweeper", "search_space"]
+__all__ = ["DIRECTIONS", "OWNER_ATTR", "OptunaStudySweeper", "search_space", "trial_owner"]
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "maximize")
 RESULTS_FILE = "optimization_results.yaml"
+#: Trial user attribute naming the process that runs the trial (:func:`trial_owner`).
+OWNER_ATTR = "apt_owner"
 
 
 def _optuna() -> Any:
@@ -50,6 +67,63 @@ def _optuna() -> Any:
     except ImportError:
         raise ImportError("hydra/sweeper=optuna needs Optuna: pip install 'apt[optuna]'") from None
     return optuna
+
+
+def _proc(pid: int, what: str) -> str | None:
+    """A process's ``stat`` or ``ns/pid`` from /proc; None where there is no /proc or no such process."""
+    path = Path(f"/proc/{pid}/{what}")
+    try:
+        return os.readlink(path) if what.startswith("ns/") else path.read_text(encoding="ascii")
+    except OSError:
+        return None
+
+
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot): tells a reused pid from its first owner."""
+    stat = _proc(pid, "stat")
+    return None if stat is None else int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def trial_owner() -> dict[str, Any]:
+    """This process, as recorded in a trial it runs (:data:`OWNER_ATTR`)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pidns": _proc(pid, "ns/pid"), "pid": pid, "start": _started(pid)}
+
+
+def _owner_ended(owner: Any) -> bool | None:
+    """Whether the process recorded by :func:`trial_owner` has ended; None: cannot tell here
+    (no record, another host, another pid namespace)."""
+    here = trial_owner()
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int) \
+            or (owner.get("host"), owner.get("pidns")) != (here["host"], here["pidns"]):
+        return None
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: it exists
+        pass
+    started = _started(owner["pid"])
+    return owner.get("start") is not None and started is not None and started != owner["start"]  # pid reused
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` (Python would end at once, leaving trials RUNNING);
+    SIGINT already raises KeyboardInterrupt. ``train.py``'s trainer installs its own handlers
+    while it fits and restores this one after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -169,6 +243,7 @@ class OptunaStudySweeper:
         distributions, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         study = optuna.create_study(storage=self.storage, study_name=self.study_name,
                                     directions=self.directions, load_if_exists=True)
+        self._fail_abandoned(study)
         study.sampler = self._sampler(len(study.trials), distributions)
         grid = isinstance(study.sampler, optuna.samplers.GridSampler)
         log.info("study %r (%s): %d trials so far, running %d more with %s, %s",
@@ -176,29 +251,81 @@ class OptunaStudySweeper:
                  type(study.sampler).__name__, "/".join(self.directions))
         failures: list[str] = []
         left = self.n_trials
-        while left > 0:
-            trials = []
-            for _ in range(min(self.n_jobs, left)):
-                if grid and study.sampler.is_exhausted(study):
-                    break
-                trials.append(self._ask(study, distributions, fixed))
-            if not trials:
-                log.info("the grid is exhausted")
-                break
-            overrides = [tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items()) for t in trials]
-            for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
-                error = self._tell(study, trial, ret)
-                if error:
-                    failures.append(f"trial {trial.number}: {error}")
-            left -= len(trials)
+        running: list[Any] = []  # asked, not yet told
+        try:
+            with _sigterm_exits():
+                while left > 0:
+                    for _ in range(min(self.n_jobs, left)):
+                        if grid and study.sampler.is_exhausted(study):
+                            break
+                        running.append(self._ask(study, distributions, fixed))
+                    if not running:
+                        log.info("the grid is exhausted")
+                        break
+                    overrides = [tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items()) for t in running]
+                    for trial, ret in zip(list(running), self._launch(running, overrides), strict=True):
+                        error = self._tell(study, trial, ret)
+                        running.remove(trial)
+                        if error:
+                            failures.append(f"trial {trial.number}: {error}")
+                    left -= len(overrides)
+        except BaseException as exc:
+            signame = _interrupt(exc)
+            why = f"interrupted by {signame}" if signame else f"the sweep stopped: {type(exc).__name__}: {exc}"
+            for trial in running:
+                self._fail_trial(study, trial, why)
+            if signame is None:
+                raise
+            log.warning("interrupted: %s; %s; run the same command to continue the study", signame,
+                        f"trial {', '.join(str(t.number) for t in running)} marked FAIL" if running
+                        else "no trial was running")
+            raise SystemExit(128 + signal.Signals[signame]) from None
         self._write_results(study)
         if failures:
             raise RuntimeError(f"{len(failures)} trial(s) failed and were recorded as FAIL: "
                                + "; ".join(failures))
         return study
 
+    def _fail_abandoned(self, study: Any) -> None:
+        """Tell Optuna as FAIL each trial left RUNNING by a process of this host that has ended."""
+        state = _optuna().trial.TrialState
+        for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+            owner = trial.user_attrs.get(OWNER_ATTR)
+            ended = _owner_ended(owner)
+            if ended:
+                log.warning("trial %d was left RUNNING by process %d on %s, which has ended: marked FAIL",
+                            trial.number, owner["pid"], owner["host"])
+                self._fail_trial(study, trial, f"its process ({owner['pid']} on {owner['host']}) "
+                                               "ended while it ran")
+            elif ended is None:
+                log.info("trial %d is RUNNING in %s: left alone", trial.number,
+                         f"process {owner['pid']} on {owner['host']}" if isinstance(owner, dict) else
+                         "a process that did not record itself")
+
+    def _fail_trial(self, study: Any, trial: Any, error: str) -> None:
+        """Tell ``trial`` (a Trial or FrozenTrial) as FAIL with ``error``, and mark its job
+        record ``interrupted``."""
+        optuna = _optuna()
+        number = trial.number
+        try:
+            live = trial if isinstance(trial, optuna.trial.Trial) else \
+                optuna.trial.Trial(study, trial._trial_id)  # a FrozenTrial has no setters
+            live.set_user_attr("status", "failed")
+            live.set_user_attr("error", error)
+            study.tell(live, state=optuna.trial.TrialState.FAIL)
+        except RuntimeError as exc:  # another process finished it meanwhile
+            log.info("trial %d: %s", number, exc)
+            return
+        assert self.config is not None
+        for path in Path(str(self.config.hydra.sweep.dir)).rglob(JOB_RECORD):
+            record = _job_record(path.parent)
+            if record is not None and record.job == number and record.status == "running":
+                record.status, record.error = "interrupted", error
+                record.save(path.parent)
+
     def _ask(self, study: Any, distributions: Mapping[str, Any], fixed: Mapping[str, str]) -> Any:
         trial = study.ask(fixed_distributions=dict(distributions))
+        trial.set_user_attr(OWNER_ATTR, trial_owner())
         for key, value in fixed.items():
             trial.set_user_attr(key, value)
         if self.extend_space is not None:
@@ -272,6 +399,17 @@ class OptunaStudySweeper:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+
+
+def _interrupt(exc: BaseException) -> str | None:
+    """The signal an exception stands for: ``SIGINT`` for KeyboardInterrupt, ``SIGTERM`` for
+    ``SystemExit(143)`` (how train.py and :func:`_sigterm_exits` end); None for any other."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(exc.code - 128).name
+    return None
 
 
 def _job_dir(ret: JobReturn) -> Path | None:

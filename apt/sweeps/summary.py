@@ -93,6 +93,8 @@ class JobRecord:
     ``status`` is ``completed``, ``failed``, or ``running`` while the job is alive; a record
     still ``running`` when the sweep has ended belongs to a job whose process died without
     reaching Hydra's ``on_job_end`` (killed, out of memory) and is reported ``incomplete``.
+    An Optuna trial stopped by SIGINT/SIGTERM, or found abandoned when its study continues,
+    is ``interrupted`` (:mod:`apt.sweeps.optuna_study`).
     """
 
     job: int

@@ -7,10 +7,13 @@ the same with train.py.
 
 from __future__ import annotations
 
+import csv
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +25,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 APP = textwrap.dedent(
     """
+    import os
+    import signal
+    import time
+
     import hydra
+    from hydra.core.hydra_config import HydraConfig
 
     @hydra.main(version_base=None, config_path="conf", config_name="config")
     def main(cfg):
+        if HydraConfig.get().job.num == cfg.kill_at:  # the study's process is stopped in this trial
+            os.kill(os.getpid(), getattr(signal, cfg.kill_with))
+            time.sleep(60)
         if cfg.fail and cfg.x > 2:
             raise RuntimeError(f"diverged at x={cfg.x}")
         return (cfg.x - 3) ** 2 + cfg.y
@@ -43,6 +54,8 @@ def _config(callbacks: bool) -> str:
         x: 0
         y: 0.0
         fail: false
+        kill_at: -1
+        kill_with: SIGKILL
         hydra:
           searchpath: [file://{REPO / "conf"}]
           sweeper:
@@ -149,3 +162,68 @@ def test_a_sampler_target_that_is_not_a_sampler_class_is_refused_before_it_is_ca
     assert CALLS == []
     ok = OptunaStudySweeper(sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 1}))
     assert isinstance(ok._sampler(0, {}), optuna.samplers.RandomSampler)
+
+
+STORED = ["hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.study_name=s", "hydra.sweeper.sampler.seed=0"]
+
+
+def _load(tmp_path: Path) -> Any:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def _summary(tmp_path: Path) -> dict[str, dict[str, str]]:
+    with (tmp_path / "study" / "summary.csv").open(newline="") as fh:
+        return {row["job"]: row for row in csv.DictReader(fh)}
+
+
+def test_a_trial_left_running_by_a_killed_study_is_failed_when_the_study_continues(tmp_path):
+    killed = _study(tmp_path, *STORED, "hydra.sweeper.n_trials=3", "kill_at=1")  # kill -9 in trial 1
+    assert killed.returncode == -signal.SIGKILL
+    assert [t.state.name for t in _load(tmp_path).trials] == ["COMPLETE", "RUNNING"]
+    again = _study(tmp_path, *STORED, "hydra.sweeper.n_trials=2")
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    trials = _load(tmp_path).trials
+    assert f"trial 1 was left RUNNING by process {trials[1].user_attrs['apt_owner']['pid']} " in log, log[-3000:]
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 2 more ran
+    assert trials[1].user_attrs["status"] == "failed" and "ended" in trials[1].user_attrs["error"]
+    jobs = _summary(tmp_path)
+    assert jobs["1"]["status"] == "interrupted" and jobs["1"]["error"] == trials[1].user_attrs["error"]
+    assert [jobs[j]["status"] for j in "023"] == ["completed"] * 3
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_marks_the_running_trial_failed_before_the_study_exits(signame, tmp_path):
+    stopped = _study(tmp_path, *STORED, "hydra.sweeper.n_trials=3", "kill_at=1", f"kill_with={signame}")
+    log = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 128 + getattr(signal, signame), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert f"interrupted: {signame}; trial 1 marked FAIL" in log, log[-3000:]
+    trials = _load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
+    assert trials[1].user_attrs["error"] == f"interrupted by {signame}"
+    if signame == "SIGTERM":
+        again = _study(tmp_path, *STORED, "hydra.sweeper.n_trials=1")
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        assert "left RUNNING" not in again.stdout + again.stderr
+        assert [t.state.name for t in _load(tmp_path).trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+        assert _summary(tmp_path)["1"]["status"] == "interrupted"
+
+
+def test_running_trials_of_live_or_unknown_processes_are_left_alone(tmp_path):
+    from apt.sweeps.optuna_study import OWNER_ATTR, trial_owner
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    owners = {"live": trial_owner(), "other host": {**trial_owner(), "host": "elsewhere"}, "unknown": None,
+              "ended": {**trial_owner(), "pid": ended.pid}}
+    for owner in owners.values():
+        trial = study.ask()
+        if owner is not None:
+            trial.set_user_attr(OWNER_ATTR, owner)
+    r = _study(tmp_path, *STORED, "hydra.sweeper.n_trials=1")
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert f"trial 3 was left RUNNING by process {ended.pid}" in log and "trial 0 was" not in log
+    assert [t.state.name for t in _load(tmp_path).trials] == ["RUNNING"] * 3 + ["FAIL", "COMPLETE"]
