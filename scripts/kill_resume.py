@@ -36,6 +36,7 @@ import csv
 import io
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -316,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             points, results = run_scenario(name, args, work / name, kinds, ns.jobs, ns.only)
             report["scenarios"][name] = {"points": [str(p) for p in points], "results": [asdict(r) for r in results]}
     report["wall_s"] = time.perf_counter() - t0
+    report["cpu_s"] = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+                          for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     everything = [r for s in report["scenarios"].values() for r in s["results"]]
     report["points"], report["equal"] = len(everything), sum(r["equal"] for r in everything)
     print(f"{report['points']} kill points, {report['equal']} resumed runs equal the uninterrupted run, "
-          f"{report['wall_s']:.0f} s")
+          f"{report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU")
     if ns.json is not None:
         ns.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0 if report["equal"] == report["points"] else 1

@@ -35,6 +35,7 @@ KILLS = 10
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="scripts/kill_resume.py forks its runs")
 def test_kill_9_at_every_step_boundary_and_inside_every_checkpoint_write(tmp_path):
     report_file = tmp_path / "report.json"
     done = subprocess.run([sys.executable, "scripts/kill_resume.py", "--work", str(tmp_path / "work"), "--jobs", "2",
@@ -51,7 +52,7 @@ def test_kill_9_at_every_step_boundary_and_inside_every_checkpoint_write(tmp_pat
     differing = [r for r in light["results"] if not r["equal"]]
     assert differing == [], done.stdout[-5000:]
     assert all(r["killed"] and r["resumed"] for r in light["results"])
-    assert done.returncode == 0 and "26 kill points, 26 resumed runs equal" in done.stdout
+    assert done.returncode == 0 and "26 kill points, 26 resumed runs equal the uninterrupted run" in done.stdout
     full = tmp_path / "work" / "light" / "full"
     summary = json.loads((full / "summary.json").read_text())
     assert summary["step"] == 12 and summary["stopped"].startswith("early_stopping: no improvement")
