@@ -1,11 +1,17 @@
-"""kill -9 at random moments, resume each time: the run ends as if nothing had happened.
+"""kill -9 at every step boundary and inside every checkpoint write, and at random moments:
+each resume ends as if nothing had happened.
 
-One tiny run saving a checkpoint every step is killed ten or more times (SIGKILL: no
-handler, no cleanup, possibly in the middle of a checkpoint write or of a metrics row) and
-resumed with ``trainer.resume=true`` after each kill. Each kill waits until the run has
-written a random number (1-8) of new checkpoints, then a random fraction of a step, so the
-number of kills does not depend on the machine's speed and no timing is asserted.
-"""
+The first test runs ``scripts/kill_resume.py`` (its light scenario): a small moe + align +
+early stopping + schedule run is killed at each of its step boundaries and inside each of
+its checkpoint writes, one fresh run directory per kill point, each is resumed as the README
+says, and its metrics.csv (column order included) and summary.json are compared with the
+uninterrupted run's. The heavier variant (``--heavy``) and its result: docs/benchmarks.md.
+
+In the second test one tiny run saving a checkpoint every step is killed ten or more times
+(SIGKILL: no handler, no cleanup, possibly in the middle of a checkpoint write or of a
+metrics row) and resumed with ``trainer.resume=true`` after each kill. Each kill waits until
+the run has written a random number (1-8) of new checkpoints, then a random fraction of a
+step, so the number of kills does not depend on the machine's speed and no timing is asserted."""
 
 from __future__ import annotations
 
@@ -26,6 +32,32 @@ ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["model=tiny", "data=synthetic", "trainer=debug", "trainer.max_steps=150", "trainer.checkpoint_every=1",
         "trainer.keep_last=2", "trainer.log_every=5", "trainer.eval_every=50", "trainer.threads=1", "seed=11"]
 KILLS = 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="scripts/kill_resume.py forks its runs")
+def test_kill_9_at_every_step_boundary_and_inside_every_checkpoint_write(tmp_path):
+    report_file = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "scripts/kill_resume.py", "--work", str(tmp_path / "work"), "--jobs", "2",
+                           "--json", str(report_file)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert report_file.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    light = json.loads(report_file.read_text())["scenarios"]["light"]
+    # 12 step boundaries; checkpoints of steps 2, 4, ..., 12 and the final one of step 12, each
+    # killed half written and right after its rename
+    saves = [2, 4, 6, 8, 10, 12, 12]
+    expected = [f"step {n}" for n in range(1, 13)] + \
+        [f"save-{k} #{i} (step {s})" for i, s in enumerate(saves, 1) for k in ("mid", "renamed")]
+    assert sorted(light["points"]) == sorted(expected)
+    differing = [r for r in light["results"] if not r["equal"]]
+    assert differing == [], done.stdout[-5000:]
+    assert all(r["killed"] and r["resumed"] for r in light["results"])
+    assert done.returncode == 0 and "26 kill points, 26 resumed runs equal the uninterrupted run" in done.stdout
+    full = tmp_path / "work" / "light" / "full"
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["step"] == 12 and summary["stopped"].startswith("early_stopping: no improvement")
+    header = (full / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"moe/temperature", "moe/load_entropy", "loss/align", "schedule/route_temp"} <= set(header)
 
 
 def _newest(run_dir: Path) -> int:

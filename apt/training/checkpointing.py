@@ -4,8 +4,10 @@ One part of the :class:`~apt.training.trainer.Trainer` (the others: :mod:`.progr
 :mod:`.window`). A checkpoint holds everything that makes the continuation of a run equal to
 the uninterrupted run: weights, optimizer, lr position, every RNG, the progress counters,
 the half-filled metrics window, the latest metric values, the metrics rows so far, plugin
-and schedule state, and the run config (a resume with another config is refused, except for
-the keys :data:`apt.resume.RESUMABLE` lists).
+and schedule state, a stop already decided (early stopping's), the layers' statistics of
+their last training forward, the training and evaluation time so far, and the run config
+(a resume with another config is refused, except for the keys :data:`apt.resume.RESUMABLE`
+lists).
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ class Checkpointing:
             "optimizer": optim_sd,
             "lr_schedule": trainer.lr_schedule.state_dict(),
             "rng": capture_rng(),
-            "progress": trainer.progress.state_dict(),
-            "window": trainer.window.state_dict(trainer.dist),
+            "progress": {**trainer.progress.state_dict(), "train_time": trainer.train_seconds()},
+            "eval_seconds": trainer.evals.evaluator.seconds,
+            # a stop already decided (early stopping's, ...): the resumed run ends with it
+            "stop_reason": trainer.stop_reason if trainer.should_stop else None,
+            "window": trainer.window.state_dict(trainer.dist, trainer.progress.tokens_seen),
+            "layer_stats": _layer_stats(trainer.model),
             "nonfinite": trainer.nonfinite.state_dict(),
             "tokens_per_step": trainer.tokens_per_step,
             "metrics": {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in trainer.metrics.items()},
@@ -107,7 +113,11 @@ class Checkpointing:
             trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.lr_schedule.load_state_dict(state.get("lr_schedule", {}))
         trainer.progress.load_state_dict(state["progress"])
+        trainer.evals.evaluator.seconds = float(state.get("eval_seconds", 0.0))
+        if state.get("stop_reason") is not None:
+            trainer.should_stop, trainer.stop_reason = True, state["stop_reason"]
         trainer.window.load_state_dict(state.get("window", {}), trainer.device, trainer.progress.tokens_seen)
+        _load_layer_stats(trainer.model, state.get("layer_stats", {}), trainer.device)
         trainer.nonfinite.load_state_dict(state.get("nonfinite", {}))
         rows = state.get("metrics_rows", [])
         trainer.metrics_logger = MetricsLogger(trainer.metrics_logger.path, rows)
@@ -117,6 +127,20 @@ class Checkpointing:
         restore_rng(state["rng"])
         self.last = path
         log.info("resumed from %s at step %d (epoch %d)", path, trainer.step, trainer.epoch)
+
+
+def _layer_stats(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """The layers' statistics of their last training forward (``last_stats``, what the next
+    metrics.csv row reports), by module name: a row written right after a resume (an epoch's
+    end) reports them as the uninterrupted run does."""
+    return {name: {k: torch.as_tensor(v).detach().cpu() for k, v in stats.items()}
+            for name, m in model.named_modules() if (stats := getattr(m, "last_stats", None))}
+
+
+def _load_layer_stats(model: torch.nn.Module, saved: dict[str, dict[str, torch.Tensor]], device: torch.device) -> None:
+    for name, m in model.named_modules():
+        if name in saved and hasattr(m, "last_stats"):
+            m.last_stats = {k: v.to(device) for k, v in saved[name].items()}
 
 
 def _check_same_run(trainer: Trainer, state: dict[str, Any]) -> None:

@@ -26,7 +26,8 @@ class Progress:
     steps_in_epoch: int = 0
     epoch_open: bool = False  # on_epoch_begin fired, on_epoch_end not yet
     tokens_seen: int = 0
-    train_time: float = 0.0  # seconds of training, evaluations at the end excluded
+    train_time: float = 0.0  # seconds of training, the final evaluation excluded (all sessions)
+    final_eval_time: float = 0.0  # seconds of the newest final evaluation
     best_val_loss: float = math.inf  # over the periodic evaluation windows
     best_step: int = 0
     last_val_step: int = -1  # step of the newest evaluation

@@ -5,8 +5,9 @@ schedule, epoch, step`` go with every event)::
 
     (app)  on_model_init(model)                       after the model is built
     resume: plugins.load_state_dict; on_checkpoint_load(checkpoint_path, checkpoint)
-            then model / optimizer / lr / RNG / progress / metrics window are restored
+            then model / optimizer / lr / RNG / progress / metrics window / a decided stop are restored
     on_train_begin(config, trainer)
+    (resumed after an epoch's last step, before its end: that epoch's end, as below, first)
     for epoch in 1, 2, ...:                           until max_epochs / max_steps / stop
         schedule.apply(by="epoch")                    plugin enablement, annealed values
         on_epoch_begin(epoch)                         (not re-fired when resuming mid-epoch)
@@ -155,7 +156,7 @@ class Trainer:
         self._disabled_seen = 0  # disabled hooks already acted on (_check_plugins)
         self.metrics: dict[str, Any] = {}
         self.schedule_values: dict[str, float] = {}
-        self.final_eval_time = 0.0
+        self._clock: float | None = None  # perf_counter() this session's training time counts from
         self._pending_losses: dict[str, torch.Tensor] = {}
         self._skip_reason: str | None = None
         self._signal: int | None = None
@@ -238,15 +239,14 @@ class Trainer:
         self.fire("on_train_begin", config=self.run_config)
         restore = install_stop_handlers(self._on_signal)
         bar = progress_bar(self.config.progress and self.dist.is_main, self.max_steps, p.step)
-        t0 = time.perf_counter()
-        self.window.started, self.window.tokens_at_start = t0, p.tokens_seen
+        self._clock = time.perf_counter()
+        self.window.start_clock(p.tokens_seen)
         try:
             with logging_redirect(bar):
                 self._loop(bar)
             self.nonfinite.check(self.dist, self.last_checkpoint)
         finally:
-            in_loop = self.final_eval_time if p.last_final_step == p.step else 0.0
-            p.train_time += time.perf_counter() - t0 - in_loop  # the final evaluation is not training
+            p.train_time, self._clock = self.train_seconds(), None
             restore()
             if bar is not None:
                 bar.close()
@@ -275,7 +275,16 @@ class Trainer:
 
     def _loop(self, bar: Any) -> None:
         p = self.progress
-        while not self._done():
+        if p.epoch_open:  # resumed inside an epoch: restore values, publish and fire nothing again
+            self._apply_schedule("epoch", publish=False)
+        while True:
+            # An epoch whose last step is done ends before anything else, also when the run
+            # stops there and when it resumes there (its checkpoint is written by the step,
+            # before the epoch's end): its evaluation, row and on_epoch_end values are never lost.
+            if p.epoch_open and p.steps_in_epoch >= self.steps_per_epoch:
+                self._end_epoch()
+            if self._done():
+                break
             if not p.epoch_open:
                 if self.config.max_epochs is not None and p.epoch >= self.config.max_epochs:
                     break
@@ -283,21 +292,21 @@ class Trainer:
                 p.steps_in_epoch, p.epoch_open = 0, True
                 self._apply_schedule("epoch")
                 self.fire("on_epoch_begin", epoch=p.epoch)
-            else:  # resumed inside an epoch: restore values, publish and fire nothing again
-                self._apply_schedule("epoch", publish=False)
             while p.steps_in_epoch < self.steps_per_epoch and not self._done():
                 first = p.steps_in_epoch * self.grad_accum
                 self._train_step(self.train_loader.epoch_rows(p.epoch, first, self.grad_accum))
                 if bar is not None:
                     bar.update(1)
                 self._after_step(bar)
-            if p.steps_in_epoch >= self.steps_per_epoch:
-                if self.config.eval_on_epoch_end and p.last_val_step != p.step:
-                    self.validate(final=p.step >= self.max_steps)
-                rows.record(self)
-                self.fire("on_epoch_end", epoch=p.epoch, metrics=dict(self.metrics))
-                rows.flush_epoch_metrics(self)
-                p.epoch_open = False
+
+    def _end_epoch(self) -> None:
+        p = self.progress
+        if self.config.eval_on_epoch_end and p.last_val_step != p.step:
+            self.validate(final=p.step >= self.max_steps)
+        rows.record(self)
+        self.fire("on_epoch_end", epoch=p.epoch, metrics=dict(self.metrics))
+        rows.flush_epoch_metrics(self)
+        p.epoch_open = False
 
     def _done(self) -> bool:
         """Whether the loop ends here: max_steps, a stop (the run ends) or a signal (it pauses).
@@ -406,8 +415,10 @@ class Trainer:
         t0 = time.perf_counter()
         res, tracked = self.evals.run(self.forward_model, self.model, final=final)
         if final:
-            self.final_eval_time = time.perf_counter() - t0
+            p.final_eval_time = time.perf_counter() - t0
             p.last_final_step = p.step
+            if self._clock is not None:  # the final evaluation is not training: the clock skips it
+                self._clock += p.final_eval_time
         p.last_val_step = p.step
         if tracked.loss < p.best_val_loss:
             p.best_val_loss, p.best_step = tracked.loss, p.step
@@ -418,8 +429,9 @@ class Trainer:
         return metrics
 
     def summary(self) -> dict[str, Any]:
-        """End-of-run numbers (summary.json); ``val_*`` are the final evaluation's."""
-        p = self.progress
+        """End-of-run numbers (summary.json); ``val_*`` are the final evaluation's. Times and
+        throughput are over the whole run, every session of a resumed run included."""
+        p, train_time = self.progress, self.train_seconds()
         return {"step": p.step, "epoch": p.epoch, "val_loss": self.metrics.get("val_loss"),
                 "val_loss_se": self.metrics.get("val_loss_se"), "val_tokens": self.metrics.get("val_tokens"),
                 "val_bpb": self.metrics.get("val_bpb"),
@@ -427,11 +439,21 @@ class Trainer:
                 "best_step": p.best_step,
                 "best_val_tokens": self.evals.periodic_tokens,
                 "train_loss": self.metrics.get("train_loss"),
-                "tokens_per_s": p.tokens_seen / p.train_time if p.train_time else 0.0,
-                "train_time_s": p.train_time, "eval_time_s": self.evals.evaluator.seconds,
-                "final_eval_time_s": self.final_eval_time, "stopped": self.stop_reason,
+                "tokens_per_s": p.tokens_seen / train_time if train_time else 0.0,
+                "train_time_s": train_time, "eval_time_s": self.evals.evaluator.seconds,
+                "final_eval_time_s": p.final_eval_time, "stopped": self._stopped(),
                 "failed": self.failed, "plugin_errors": [str(h) for h in self._disabled_hooks()],
                 "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
+
+    def _stopped(self) -> str | None:
+        """Why the loop ended early: a pause by a signal, else a stop's reason (None: it ran to the end)."""
+        return f"signal {signal.Signals(self._signal).name}" if self._signal is not None else self.stop_reason
+
+    def train_seconds(self) -> float:
+        """Seconds of training so far, over every session of the run (checkpoints carry them):
+        the final evaluation aside, the periodic ones included."""
+        p = self.progress
+        return p.train_time + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
 
     # -- checkpoints (apt.training.checkpointing) ----------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -494,7 +516,7 @@ class Trainer:
         """SIGINT/SIGTERM (apt.training.signals): pause after this step and save a checkpoint."""
         name = signal.Signals(signum).name
         log.warning("received %s: stopping after this step and saving a checkpoint", name)
-        self._signal, self.stop_reason = signum, f"signal {name}"
+        self._signal = signum  # a pause, not a stop: stop_reason keeps a stop already decided
 
     @property
     def interrupted_by(self) -> int | None:

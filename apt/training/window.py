@@ -4,7 +4,8 @@ Each optimizer step adds its losses (means over micro-batches, still on the devi
 host sync per step) and plugins add values with ``trainer.log_metric``; the next row takes
 the means over the window's steps and the newest logged values, then the window starts
 over. The window is checkpoint state: a run interrupted between two rows and resumed
-writes the row the uninterrupted run writes, averaged over the same steps.
+writes the row the uninterrupted run writes, averaged over the same steps (its throughput
+too: the window's seconds and tokens before the interruption carry over).
 
 What is logged: ``train_loss`` is the cross-entropy alone (comparable to ``val_loss``);
 ``loss/total`` is what was optimised and ``loss/<name>`` each added term (a layer's aux
@@ -35,8 +36,9 @@ class MetricsWindow:
         self.steps = 0
         self.lr = 0.0
         self.logged: dict[str, Any] = {}  # log_metric values waiting for the next row
-        self.started = time.perf_counter()  # throughput only: never checkpointed
+        self.started = time.perf_counter()  # throughput only: the window's clock and its tokens
         self.tokens_at_start = 0
+        self._carried = (0.0, 0)  # seconds and tokens of this window before a resume
 
     def add_step(self, means: Mapping[str, torch.Tensor], lr: float) -> None:
         """One optimizer step's losses (column -> 0-d tensor) and the lr it ran with."""
@@ -81,15 +83,24 @@ class MetricsWindow:
     def tokens_per_s(self, tokens_seen: int, now: float) -> float:
         return (tokens_seen - self.tokens_at_start) / max(now - self.started, 1e-9)
 
-    def state_dict(self, dist: Any) -> dict[str, Any]:
+    def start_clock(self, tokens_seen: int) -> None:
+        """Training (re)starts now: the window's clock runs from here, plus the seconds and
+        tokens it had before a resume, so a row's throughput is over its own steps."""
+        seconds, tokens = self._carried
+        self.started, self.tokens_at_start = time.perf_counter() - seconds, tokens_seen - tokens
+        self._carried = (0.0, 0)
+
+    def state_dict(self, dist: Any, tokens_seen: int) -> dict[str, Any]:
         """Sums averaged over ranks (collective under torchrun: every rank calls it)."""
         columns = sorted(self.sums)
         sums = dist.all_reduce_mean(torch.stack([self.sums[c] for c in columns])).cpu() if columns else None
         return {"sums": {c: sums[i] for i, c in enumerate(columns)}, "steps": self.steps, "lr": self.lr,
-                "logged": {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in self.logged.items()}}
+                "logged": {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in self.logged.items()},
+                "seconds": time.perf_counter() - self.started, "tokens": tokens_seen - self.tokens_at_start}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device, tokens_seen: int) -> None:
         self.sums = {c: v.to(device) for c, v in state.get("sums", {}).items()}
         self.steps, self.lr = int(state.get("steps", 0)), float(state.get("lr", 0.0))
         self.logged = dict(state.get("logged", {}))
+        self._carried = (float(state.get("seconds", 0.0)), int(state.get("tokens", 0)))  # see start_clock
         self.started, self.tokens_at_start = time.perf_counter(), tokens_seen

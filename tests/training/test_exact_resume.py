@@ -131,3 +131,142 @@ def test_an_interrupted_run_evaluates_nothing_extra(uninterrupted):
     assert [r["step"] for r in _rows(out)] == ["3", "4", "6"]
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*.pt"))[-1] == "step-00000007.pt"
     assert not (out / "summary.json").exists()
+
+
+def test_a_stop_decided_in_the_step_a_signal_paused_ends_the_resumed_run(uninterrupted):
+    """SIGTERM during step 15, whose validation makes early stopping stop: the pause is saved
+    with the stop, and the resumed run ends at once with early stopping's reason."""
+    tmp, rows, summary = uninterrupted
+    out = tmp / "stop_and_pause"
+    assert _run(tmp, out, at=(15,)) == 128 + signal.SIGTERM
+    assert _run(tmp, out, "trainer.resume=true", at=(15,)) == 0
+    assert _rows(out) == rows
+    assert _summary(out) == summary
+
+
+# -- resumed from a checkpoint written between a step and its epoch's end ------------------------
+# A checkpoint every 4 steps is written by the step (after its row), before the epoch's end
+# (its evaluation, on_epoch_end's values, the stop): kill -9 right after it, and the resume
+# must still write the epoch's end as the uninterrupted run did. Early stopping ends this
+# run at its 8th validation (3, 4, 6, 8, 9, 12, 15, 16): step 16, the last step of epoch 4.
+AT_EPOCH_END = [*TINY, *SCENARIO, "plugin.early_stopping.patience=7", "trainer.checkpoint_every=4"]
+
+
+class KeepCheckpoints(Plugin):
+    """Copies each checkpoint as it is written to ``<run>/kept/save-<n>.pt`` (the final save
+    of step 16 replaces the periodic one of the same step)."""
+
+    def get_name(self):
+        return "keep_checkpoints"
+
+    def on_checkpoint_save(self, checkpoint_path=None, **kwargs):
+        import shutil
+
+        kept = Path(checkpoint_path).parents[1] / "kept"
+        kept.mkdir(exist_ok=True)
+        shutil.copy(checkpoint_path, kept / f"save-{len(list(kept.iterdir())) + 1}.pt")
+
+
+def _run_kept(tmp_path: Path, out: Path, *overrides: str) -> int:
+    pm = new_plugin_manager(strict=True)
+    pm.register_plugin("keep_checkpoints", KeepCheckpoints)
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[*AT_EPOCH_END, f"data.cache_dir={tmp_path / 'cache'}",
+                                           "+plugin.keep_checkpoints={}", *overrides])
+    out.mkdir(parents=True, exist_ok=True)
+    run(cfg, out_dir=out, plugin_manager=pm)
+    return 0
+
+
+def _resumed_from(tmp: Path, kept: Path, name: str) -> Path:
+    """A run directory holding only ``kept`` as its checkpoint, resumed to the end."""
+    import shutil
+
+    import torch
+
+    out = tmp / name
+    (out / "checkpoints").mkdir(parents=True)
+    step = torch.load(kept, weights_only=True)["progress"]["step"]
+    shutil.copy(kept, out / "checkpoints" / f"step-{step:08d}.pt")
+    assert _run_kept(tmp, out, "trainer.resume=true") == 0
+    return out
+
+
+def _header(out: Path) -> list[str]:
+    return (out / "metrics.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+
+
+@pytest.fixture(scope="module")
+def at_epoch_end(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("epoch_end")
+    assert _run_kept(tmp, tmp / "full") == 0
+    return tmp, tmp / "full"
+
+
+def test_resumed_at_an_epochs_last_step_writes_that_epochs_end(at_epoch_end):
+    """moe/temperature, the MoE layers' statistics and the column order of the epoch's row."""
+    import torch
+
+    tmp, full = at_epoch_end
+    kept = full / "kept" / "save-2.pt"
+    state = torch.load(kept, weights_only=True)
+    assert state["progress"]["step"] == 8 and state["progress"]["epoch_open"]  # before epoch 2's end
+    out = _resumed_from(tmp, kept, "from8")
+    assert _header(out) == _header(full)
+    by_step = {r["step"]: r for r in _rows(full)}
+    assert by_step["8"]["moe/temperature"] and by_step["8"]["moe_load_max"]
+    assert _rows(out) == _rows(full)
+    assert _summary(out) == _summary(full)
+
+
+def test_resumed_after_an_early_stop_ends_as_the_uninterrupted_run(at_epoch_end):
+    """The stop reason is checkpoint state, and the stopped epoch still ends (moe/* of its row)."""
+    tmp, full = at_epoch_end
+    out = _resumed_from(tmp, full / "kept" / "save-4.pt", "from16")  # the periodic save of step 16
+    summary = _summary(full)
+    assert summary["step"] == 16 and summary["stopped"].startswith("early_stopping: no improvement")
+    assert _header(out) == _header(full)
+    assert _rows(out) == _rows(full)
+    assert _summary(out) == summary
+
+
+def test_training_time_and_throughput_count_every_session(at_epoch_end):
+    """A checkpoint holds the training time so far, so a resumed run's tokens_per_s is over
+    the whole run, not over the little time after the resume."""
+    import torch
+
+    tmp, full = at_epoch_end
+    kept = full / "kept" / "save-3.pt"
+    state = torch.load(kept, weights_only=True)
+    saved = state["progress"]
+    assert saved["train_time"] > 0 and state["eval_seconds"] > 0
+    out = _resumed_from(tmp, kept, "from12")
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["train_time_s"] > saved["train_time"] and s["eval_time_s"] > state["eval_seconds"]
+    assert s["tokens_per_s"] == pytest.approx(s["step"] * 8 * 32 / s["train_time_s"])
+
+
+def test_a_resumed_metrics_window_measures_throughput_over_its_own_steps(monkeypatch):
+    """The row after a resume: the window's tokens over its seconds before and after the kill
+    (not the tokens since the resume over the seconds since the resume)."""
+    import torch
+
+    from apt.training import window as window_module
+    from apt.training.distributed import DistContext
+
+    now = [100.0]
+    monkeypatch.setattr(window_module.time, "perf_counter", lambda: now[0])
+    before = window_module.MetricsWindow()
+    before.start_clock(0)
+    before.add_step({"train_loss": torch.tensor(2.0)}, lr=0.1)
+    now[0] = 102.0  # 2 s for 512 tokens, then the checkpoint and kill -9
+    state = before.state_dict(DistContext(), 512)
+    now[0] = 500.0  # the resumed process
+    after = window_module.MetricsWindow()
+    after.load_state_dict(state, torch.device("cpu"), 512)
+    after.start_clock(512)
+    after.add_step({"train_loss": torch.tensor(1.0)}, lr=0.1)
+    now[0] = 501.0  # 1 s for 512 more
+    row = after.row(step=2, epoch=1, val={}, tokens_seen=1024, dist=DistContext(), layer_stats={})
+    assert row["train_loss"] == 1.5 and row["tokens_per_s"] == pytest.approx(1024 / 3)

@@ -391,11 +391,15 @@ class MoEPlugin(Plugin):
         for counts in self._load:
             counts.zero_()
 
-    def on_checkpoint_load(self, model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:
+    def on_checkpoint_load(self, model: nn.Module | None = None, optimizer: Any = None, schedule: Any = None,
+                           **kwargs: Any) -> None:
         """Rebuild the MoE layout recorded in the checkpoint before its weights are loaded."""
         if self.upcycled and model is not None and not self._moe_layers(model):
             self.upcycle(model, optimizer, noise=0.0, **self.upcycled_at)
             self._dense = {}  # weights come from the checkpoint; nothing to measure
+            # the temperature at the restored schedule position: a run resumed at an epoch's
+            # last step ends that epoch (logs moe/temperature) before any on_step_begin
+            self._set_temperature(schedule)
 
     def teardown(self) -> None:
         for h in self._handles:
