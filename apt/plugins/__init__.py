@@ -43,6 +43,7 @@ from apt.plugins.manager import (
     plugin_manager,
 )
 from apt.plugins.options import PluginOptionError, check_options, describe_options
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = [
     "CAPABILITIES",
@@ -67,6 +68,7 @@ __all__ = [
     "PluginNameError",
     "PluginNotFoundError",
     "PluginOptionError",
+    "TrainerView",
     "after_epoch",
     "after_step",
     "all_of",
