@@ -146,8 +146,7 @@ def build(checked: CheckedRun, ctx: Any) -> BuiltRun:
         extra_state={"model_config": model_cfg.to_dict(), "tokenizer": data.tokenizer.to_dict()},
         token_bytes=data.tokenizer.token_bytes(),
     )
-    pm.trigger_event("on_model_init", model=model, trainer=trainer, optimizer=optimizer,
-                     schedule=schedule, epoch=0, step=0)
+    trainer.fire("on_model_init")  # model, optimizer, schedule, epoch=0, step=0: the trainer's context
     # A plugin may have added parameters to the model in on_model_init.
     known = {id(p) for g in optimizer.param_groups for p in g["params"]}
     new = [p for p in model.parameters() if id(p) not in known]

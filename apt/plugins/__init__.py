@@ -19,12 +19,16 @@ from apt.plugins.conditions import (
     every_n_steps,
 )
 from apt.plugins.hooks import (
+    CONTEXT_PARAMS,
     EVENT_ALIASES,
+    EVENT_EXTRAS,
+    EVENT_PARAMS,
     EVENTS,
     STRICT_ENV_VAR,
     DisabledHook,
     HookInfo,
     HookManager,
+    HookSignatureError,
     canonical_event,
     hook_manager,
 )
@@ -39,17 +43,22 @@ from apt.plugins.manager import (
     plugin_manager,
 )
 from apt.plugins.options import PluginOptionError, check_options, describe_options
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = [
     "CAPABILITIES",
     "CLIPS_GRADIENTS",
+    "CONTEXT_PARAMS",
     "EVENTS",
     "EVENT_ALIASES",
+    "EVENT_EXTRAS",
+    "EVENT_PARAMS",
     "STRICT_ENV_VAR",
     "Condition",
     "DisabledHook",
     "HookInfo",
     "HookManager",
+    "HookSignatureError",
     "Plugin",
     "PluginConfigError",
     "PluginConflictError",
@@ -59,6 +68,7 @@ __all__ = [
     "PluginNameError",
     "PluginNotFoundError",
     "PluginOptionError",
+    "TrainerView",
     "after_epoch",
     "after_step",
     "all_of",

@@ -3,7 +3,10 @@
 A plugin is loaded with a config dict, set up once (where it registers providers and
 hooks), receives events while enabled, and is torn down at the end of a run. Overriding
 one of the ``on_*`` methods is enough to receive that event: the overridden methods are
-registered as hooks at setup with :meth:`Plugin.get_priority`.
+registered as hooks at setup with :meth:`Plugin.get_priority`, and each parameter name must be
+a keyword the event passes (:data:`~apt.plugins.hooks.EVENT_PARAMS`), else setup fails with
+:class:`~apt.plugins.hooks.HookSignatureError`. The ``trainer`` keyword is a
+:class:`~apt.plugins.trainer_view.TrainerView`.
 
 Two class-level declarations let the rest of APT work with a plugin without knowing it by
 name: :attr:`Plugin.capabilities` (what it takes over from the trainer, see

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -42,37 +43,54 @@ if TYPE_CHECKING:
     from apt.plugins.base import Plugin
 
 __all__ = [
+    "CONTEXT_PARAMS",
     "EVENTS",
     "EVENT_ALIASES",
+    "EVENT_EXTRAS",
+    "EVENT_PARAMS",
     "DisabledHook",
     "HookInfo",
     "HookManager",
+    "HookSignatureError",
     "STRICT_ENV_VAR",
     "canonical_event",
     "hook_manager",
+    "hook_parameters",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The keywords every standard event passes (the trainer's context; see :data:`EVENT_PARAMS`).
+CONTEXT_PARAMS: tuple[str, ...] = ("trainer", "model", "optimizer", "schedule", "epoch", "step")
+
+#: Event -> the keywords it passes beyond :data:`CONTEXT_PARAMS`, in the order one training run
+#: fires the events first. The one declaration of what each event passes: the trainer fires
+#: exactly these (:meth:`apt.training.trainer.Trainer.fire` refuses anything else) and
+#: :meth:`HookManager.register` checks a hook's parameter names against them.
+EVENT_EXTRAS: dict[str, tuple[str, ...]] = {
+    "on_model_init": (),
+    "on_train_begin": ("config",),
+    "on_train_end": ("metrics",),
+    "on_epoch_begin": (),
+    "on_epoch_end": ("metrics",),
+    "on_step_begin": ("batch",),
+    "on_step_end": ("loss",),
+    "on_batch_begin": ("batch",),
+    "on_batch_end": ("batch", "outputs"),
+    "on_backward_begin": ("loss",),
+    "on_backward_end": (),
+    "on_optimizer_step": (),
+    "on_validation_begin": (),
+    "on_validation_end": ("metrics",),
+    "on_checkpoint_save": ("checkpoint_path",),
+    "on_checkpoint_load": ("checkpoint_path", "checkpoint"),
+}
+
+#: Event -> every keyword it passes (context first): the parameter names its hooks may take.
+EVENT_PARAMS: dict[str, tuple[str, ...]] = {e: CONTEXT_PARAMS + x for e, x in EVENT_EXTRAS.items()}
+
 #: The 16 standard lifecycle events, in the order one training run fires them first.
-EVENTS: tuple[str, ...] = (
-    "on_model_init",
-    "on_train_begin",
-    "on_train_end",
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_step_begin",
-    "on_step_end",
-    "on_batch_begin",
-    "on_batch_end",
-    "on_backward_begin",
-    "on_backward_end",
-    "on_optimizer_step",
-    "on_validation_begin",
-    "on_validation_end",
-    "on_checkpoint_save",
-    "on_checkpoint_load",
-)
+EVENTS: tuple[str, ...] = tuple(EVENT_EXTRAS)
 
 #: ``on_X_start`` -> ``on_X_begin``: the guide uses both spellings for the same event.
 EVENT_ALIASES: dict[str, str] = {
@@ -90,18 +108,75 @@ def canonical_event(event: str) -> str:
     return EVENT_ALIASES.get(event, event)
 
 
+class HookSignatureError(TypeError):
+    """A hook whose parameters its event cannot fill: a name the event never passes (a typo
+    such as ``stpe=None`` would otherwise get None forever) or a positional-only parameter
+    without a default (events pass keywords). Raised by :meth:`HookManager.register`, so at
+    plugin setup, before anything runs."""
+
+
+def hook_parameters(fn: Callable[..., Any]) -> tuple[tuple[str, ...], bool, tuple[str, ...]] | None:
+    """``(keyword names, takes **kwargs, required positional-only names)`` of ``fn``, or None
+    for a builtin (``print``: not written as a hook) or a signature that cannot be read; such
+    a hook is neither checked nor given a subset of the keywords."""
+    if inspect.isbuiltin(fn):
+        return None
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    names: list[str] = []
+    positional_only: list[str] = []
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is p.POSITIONAL_ONLY:
+            if p.default is p.empty:
+                positional_only.append(p.name)
+        elif p.kind is not p.VAR_POSITIONAL:
+            names.append(p.name)
+    return tuple(names), var_kw, tuple(positional_only)
+
+
+def _check_hook(event: str, given: str, label: str, owner: Plugin | None,
+                params: tuple[tuple[str, ...], bool, tuple[str, ...]] | None) -> None:
+    """Raise :class:`HookSignatureError` when a hook of the standard ``event`` takes a
+    parameter that event never passes. Custom events declare no parameters: not checked."""
+    passes = EVENT_PARAMS.get(event)
+    if params is None or passes is None:
+        return
+    names, _, positional_only = params
+    who = f"hook {label!r}" + (f" of plugin {_owner_name(owner)!r}" if owner is not None else "")
+    on = f"event {event!r}" + (f" (registered as {given!r})" if given != event else "")
+    for name in names:
+        if name not in passes:
+            close = difflib.get_close_matches(name, passes, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HookSignatureError(
+                f"{who} on {on} takes parameter {name!r}, which that event never passes{hint}; "
+                f"{event} passes: {', '.join(passes)} (take **kwargs for the rest)")
+    if positional_only:
+        raise HookSignatureError(
+            f"{who} on {on} takes positional-only parameter(s) {', '.join(map(repr, positional_only))}, "
+            f"which no event can fill (events pass keywords: {', '.join(passes)})")
+
+
 class _Hook:
     """One registration. Mutable counters live here so trigger() updates them in place."""
 
     __slots__ = (
-        "fn", "name", "priority", "condition", "owner", "seq", "event",
+        "fn", "argnames", "name", "priority", "condition", "owner", "seq", "event",
         "calls", "failures", "total_time", "disabled", "first_error",
     )
 
     def __init__(self, event: str, fn: Callable[..., Any], name: str, priority: int,
-                 condition: Callable[..., bool] | None, owner: Plugin | None, seq: int) -> None:
+                 condition: Callable[..., bool] | None, owner: Plugin | None, seq: int,
+                 argnames: tuple[str, ...] | None = None) -> None:
         self.event = event
         self.fn = fn
+        # None: fn takes every keyword (**kwargs); else only these are passed (as pluggy does).
+        self.argnames = argnames
         self.name = name
         self.priority = priority
         self.condition = condition
@@ -208,8 +283,10 @@ class HookManager:
     ) -> Callable[..., Any]:
         """Run ``fn(**event_kwargs)`` on ``event``; returns ``fn``.
 
-        Registering the same callable for the same event again updates its priority,
-        name and condition instead of adding a second copy. The owner (whose disabling
+        The parameter names of a hook of a standard event must be keywords that event passes
+        (:data:`EVENT_PARAMS`), else :class:`HookSignatureError`; a hook without ``**kwargs``
+        is called with the ones it names only. Registering the same callable for the same
+        event again updates its priority, name and condition instead of adding a second copy. The owner (whose disabling
         silences the hook and whose teardown removes it) is ``owner``, else the plugin a
         bound method belongs to, else the plugin currently being set up.
         """
@@ -219,23 +296,25 @@ class HookManager:
             raise TypeError(f"hook for {event!r} must be callable, got {fn!r}")
         if condition is not None and not callable(condition):
             raise TypeError(f"condition for hook on {event!r} must be callable, got {condition!r}")
-        event = canonical_event(event)
+        given, event = event, canonical_event(event)
         if event not in EVENTS:
             self._warn_near_miss(event)
         if owner is None:
             owner = self._owner_of(fn)
-        hooks = self._hooks.setdefault(event, {})
         key = _key(fn)
-        old = hooks.get(key)
+        old = self._hooks.get(event, {}).get(key)
+        label = name or (old.name if old is not None else None) or getattr(fn, "__qualname__", None) or repr(fn)
+        params = hook_parameters(fn)
+        _check_hook(event, given, label, owner or (old.owner if old is not None else None), params)
+        argnames = None if params is None or params[1] else params[0]
         if old is not None:
             old.priority = priority
-            old.name = name or old.name
+            old.name = label
             old.condition = condition
             old.owner = owner or old.owner
         else:
             self._seq += 1
-            label = name or getattr(fn, "__qualname__", None) or repr(fn)
-            hooks[key] = _Hook(event, fn, label, priority, condition, owner, self._seq)
+            self._hooks.setdefault(event, {})[key] = _Hook(event, fn, label, priority, condition, owner, self._seq, argnames)
         self._rebuild(event)
         return fn
 
@@ -314,7 +393,9 @@ class HookManager:
                 continue
             t0 = perf_counter()
             try:
-                results.append(h.fn(**kwargs))
+                names = h.argnames
+                results.append(h.fn(**kwargs) if names is None
+                               else h.fn(**{k: kwargs[k] for k in names if k in kwargs}))
             except Exception as exc:
                 h.total_time += perf_counter() - t0
                 h.calls += 1

@@ -1,7 +1,8 @@
 """The training loop: one place where every lifecycle event fires.
 
 The loop, with the event each line fires (context keywords ``trainer, model, optimizer,
-schedule, epoch, step`` go with every event)::
+schedule, epoch, step`` go with every event; :data:`apt.plugins.hooks.EVENT_EXTRAS` declares
+each event's own keywords, which :meth:`Trainer.fire` enforces and hooks are checked against)::
 
     (app)  on_model_init(model)                       after the model is built
     resume: plugins.load_state_dict; on_checkpoint_load(checkpoint_path, checkpoint)
@@ -81,6 +82,7 @@ from apt.data.loader import BatchLoader
 from apt.modeling.auxiliary import collect_aux_losses
 from apt.optim.factory import add_params
 from apt.plugins.base import CLIPS_GRADIENTS
+from apt.plugins.hooks import CONTEXT_PARAMS, EVENT_EXTRAS
 from apt.training import rows
 from apt.training.checkpoint import CheckpointManager, load_checkpoint
 from apt.training.checkpointing import Checkpointing
@@ -97,6 +99,9 @@ from apt.training.window import MetricsWindow
 __all__ = ["Trainer", "run_length"]
 
 log = logging.getLogger(__name__)
+
+_CONTEXT = frozenset(CONTEXT_PARAMS)
+_EXTRAS = {event: frozenset(extras) for event, extras in EVENT_EXTRAS.items()}
 
 
 class Trainer:
@@ -219,7 +224,15 @@ class Trainer:
 
     # -- events -------------------------------------------------------------------------
     def fire(self, event: str, **kwargs: Any) -> list[Any]:
-        """Trigger ``event`` with the context keywords plus ``kwargs``."""
+        """Trigger ``event`` with the context keywords plus ``kwargs``.
+
+        ``kwargs`` are exactly the event's own keywords (:data:`~apt.plugins.hooks.EVENT_EXTRAS`,
+        the declaration hooks are checked against at registration) plus context keywords to
+        override (``step`` inside a step is the step being run), so the two cannot drift.
+        """
+        if kwargs.keys() - _CONTEXT != _EXTRAS.get(event):
+            raise ValueError(f"the trainer fires {event!r} with {sorted(kwargs)}; EVENT_EXTRAS declares "
+                             f"{list(EVENT_EXTRAS.get(event, ('<no such event>',)))} (plus the context keywords)")
         if self.plugins is None:
             return []
         ctx = {"trainer": self, "model": self.model, "optimizer": self.optimizer,

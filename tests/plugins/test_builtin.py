@@ -43,6 +43,7 @@ def test_early_stopping_counts_patience_and_stops_trainer(pm):
     es = pm.load_plugin("early_stopping", {"patience": 2, "min_delta": 0.1})
     pm.setup_all()
     trainer = SimpleNamespace(should_stop=False)
+    trainer.request_stop = lambda reason: setattr(trainer, "should_stop", True)  # TrainerView.request_stop
     for val in (1.0, 0.95, 0.85):  # 0.95 is within min_delta: no improvement
         pm.trigger_event("on_validation_end", metrics={"val_loss": val}, trainer=trainer)
     assert es.best_loss == 0.85 and es.wait == 0 and not es.should_stop

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: checking a config must not import it
     import torch
@@ -202,7 +203,7 @@ class AlignPlugin(Plugin):
         if model is not None:
             self._ensure_teacher(model, step)
 
-    def on_batch_end(self, batch: Any = None, outputs: Any = None, trainer: Any = None,
+    def on_batch_end(self, batch: Any = None, outputs: Any = None, trainer: TrainerView | None = None,
                      model: nn.Module | None = None, schedule: Any = None, step: int | None = None,
                      **kwargs: Any) -> None:
         """After the forward pass: teacher forward on the same inputs, add the loss."""
@@ -214,7 +215,7 @@ class AlignPlugin(Plugin):
         teacher = self._ensure_teacher(model, step)
         teacher.copy_buffers(model)
         idx = batch[0] if isinstance(batch, list | tuple) else batch["input_ids"]  # (B, T)
-        dtype = getattr(trainer, "autocast_dtype", None)  # the student's precision (bf16 on CUDA)
+        dtype = trainer.autocast_dtype  # the student's precision (bf16 on CUDA)
         amp = torch.autocast(idx.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.no_grad(), amp:
             t_logits, _ = teacher.module(idx)  # (B, T, V)
@@ -233,7 +234,7 @@ class AlignPlugin(Plugin):
             self.teacher.update(model, self.beta)
             self.updates += 1
 
-    def on_epoch_end(self, trainer: Any = None, schedule: Any = None, **kwargs: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView | None = None, schedule: Any = None, **kwargs: Any) -> None:
         if trainer is not None and self._count:
             trainer.log_metric("align/loss", float(self._sum) / self._count)
             trainer.log_metric("align/alpha", self.current_alpha(schedule))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["CheckpointOptions", "CheckpointPlugin"]
 
@@ -67,17 +68,17 @@ class CheckpointPlugin(Plugin):
                 raise ValueError(f"checkpoint: {key} must be a positive integer or null, got {n!r}")
         return True
 
-    def _directory(self, trainer: Any) -> Path | None:
+    def _directory(self, trainer: TrainerView) -> Path | None:
         if self.dirpath:
             return Path(self.dirpath)
-        manager = getattr(trainer, "checkpoints", None)
+        manager = trainer.checkpoints
         return manager.directory if manager is not None else None
 
-    def on_step_end(self, step: int | None = None, trainer: Any = None, **kwargs: Any) -> None:
+    def on_step_end(self, step: int | None = None, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         if self.every_n_steps and step and step % self.every_n_steps == 0 and trainer is not None:
             self._save_periodic(trainer)
 
-    def on_epoch_end(self, epoch: int | None = None, trainer: Any = None, **kwargs: Any) -> None:
+    def on_epoch_end(self, epoch: int | None = None, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         if (
             self.every_n_epochs
             and epoch
@@ -86,8 +87,8 @@ class CheckpointPlugin(Plugin):
         ):
             self._save_periodic(trainer)
 
-    def _save_periodic(self, trainer: Any) -> None:
-        if getattr(trainer, "checkpoints", None) is None:
+    def _save_periodic(self, trainer: TrainerView) -> None:
+        if trainer.checkpoints is None:
             log.warning(
                 "checkpoint: the trainer has no checkpoint directory (no out_dir); not saved"
             )
@@ -100,7 +101,7 @@ class CheckpointPlugin(Plugin):
     def on_validation_end(
         self,
         metrics: Mapping[str, Any] | None = None,
-        trainer: Any = None,
+        trainer: TrainerView | None = None,
         step: int | None = None,
         **kwargs: Any,
     ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["CSVLoggerOptions", "CSVLoggerPlugin"]
 
@@ -54,13 +55,13 @@ class CSVLoggerPlugin(Plugin):
             raise ValueError("csv: filename must be a non-empty path")
         return True
 
-    def path_for(self, trainer: Any) -> Path:
+    def path_for(self, trainer: TrainerView | None) -> Path:
         path = Path(self.filename)
-        out_dir = getattr(trainer, "out_dir", None)
+        out_dir = trainer.out_dir if trainer is not None else None
         return path if path.is_absolute() or out_dir is None else Path(out_dir) / path
 
     def on_epoch_end(
-        self, epoch: int | None = None, step: int | None = None, trainer: Any = None, **kwargs: Any
+        self, epoch: int | None = None, step: int | None = None, trainer: TrainerView | None = None, **kwargs: Any
     ) -> None:
         if trainer is None:
             return

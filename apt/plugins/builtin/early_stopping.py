@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["EarlyStoppingOptions", "EarlyStoppingPlugin"]
 
@@ -62,7 +63,7 @@ class EarlyStoppingPlugin(Plugin):
             return value < self.best_loss - self.min_delta
         return value > self.best_loss + self.min_delta
 
-    def on_validation_end(self, metrics: Mapping[str, Any] | None = None, trainer: Any = None, **kwargs: Any) -> None:
+    def on_validation_end(self, metrics: Mapping[str, Any] | None = None, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         if not metrics or self.monitor not in metrics:
             return
         value = float(metrics[self.monitor])
@@ -75,10 +76,8 @@ class EarlyStoppingPlugin(Plugin):
             self.should_stop = True
             reason = (f"early_stopping: no improvement in {self.monitor} for {self.patience} validations "
                       f"(best {self.best_loss:.4g})")
-            if hasattr(trainer, "request_stop"):  # APT's trainer: the summary says why it stopped
+            if trainer is not None:  # the summary says why it stopped
                 trainer.request_stop(reason)
-            elif trainer is not None:
-                trainer.should_stop = True
             log.info("%s", reason)
 
     def state_dict(self) -> dict[str, Any]:

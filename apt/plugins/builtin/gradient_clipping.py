@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from apt.plugins.base import CLIPS_GRADIENTS, Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["GradientClippingOptions", "GradientClippingPlugin"]
 
@@ -52,7 +53,7 @@ class GradientClippingPlugin(Plugin):
             raise ValueError(f"norm_type must be a positive number or 'inf', got {self.norm_type!r}")
         return True
 
-    def on_backward_end(self, model: Any = None, trainer: Any = None, **kwargs: Any) -> None:
+    def on_backward_end(self, model: Any = None, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         if model is None:
             return
         import torch.nn as nn
@@ -63,7 +64,7 @@ class GradientClippingPlugin(Plugin):
         if total_norm > self.max_norm:
             self.num_clipped += 1
             log.debug("Gradient clipped: %.2f -> %s", total_norm, self.max_norm)
-        if trainer is not None and hasattr(trainer, "log_metric"):
+        if trainer is not None:
             trainer.log_metric("grad_norm", total_norm)
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["LRMonitorOptions", "LRMonitorPlugin"]
 
@@ -53,14 +54,14 @@ class LRMonitorPlugin(Plugin):
         return out
 
     def on_step_end(
-        self, step: int | None = None, trainer: Any = None, optimizer: Any = None, **kwargs: Any
+        self, step: int | None = None, trainer: TrainerView | None = None, optimizer: Any = None, **kwargs: Any
     ) -> None:
         if trainer is None or optimizer is None or step is None or step % self.every_n_steps:
             return
         for name, value in self.learning_rates(optimizer).items():
             trainer.log_metric(name, value)
 
-    def on_epoch_end(self, trainer: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView | None = None, optimizer: Any = None, **kwargs: Any) -> None:
         if trainer is not None and optimizer is not None:
             for name, value in self.learning_rates(optimizer).items():
                 trainer.log_metric(name, value)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apt.plugins.builtin.tracking import TrackerPlugin, metric_values, run_label
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["MLflowOptions", "MLflowPlugin"]
 
@@ -49,7 +50,7 @@ class MLflowPlugin(TrackerPlugin):
     def get_version(self) -> str:
         return "1.0.0"
 
-    def start_run(self, params: dict[str, Any], trainer: Any, resumed: bool) -> tuple[str, int]:
+    def start_run(self, params: dict[str, Any], trainer: TrainerView | None, resumed: bool) -> tuple[str, int]:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -61,7 +62,7 @@ class MLflowPlugin(TrackerPlugin):
             return self.run_id, max(steps, default=0)
         experiment_id = self._experiment_id(self.options.experiment)
         run = self.client.create_run(experiment_id, run_name=self.options.run_name or run_label(trainer),
-                                     tags={"apt.run_dir": str(getattr(trainer, "out_dir", "") or "")})
+                                     tags={"apt.run_dir": str(trainer.out_dir or "") if trainer is not None else ""})
         items = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in sorted(params.items())]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(run.info.run_id, params=items[i:i + _BATCH])

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 if TYPE_CHECKING:  # torch and apt.moe are imported where modules are built or run
     import torch
@@ -382,7 +383,7 @@ class MoEPlugin(Plugin):
             out["moe/upcycle_loss_delta"] = self.upcycle_loss_delta  # once, in the upcycle epoch
         return out
 
-    def on_epoch_end(self, trainer: Any = None, **kwargs: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         if trainer is not None and self.upcycled:
             for name, value in self.epoch_metrics().items():
                 trainer.log_metric(name, value)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 if TYPE_CHECKING:  # torch is imported by the hooks: checking a config must not import it
     import torch
@@ -73,7 +74,7 @@ class NaNGuardPlugin(Plugin):
             self._finite = ok if self._finite is None else self._finite & ok
 
     def on_backward_end(self, model: torch.nn.Module | None = None, step: int | None = None,
-                        trainer: Any = None, **kwargs: Any) -> None:
+                        trainer: TrainerView | None = None, **kwargs: Any) -> None:
         import torch
 
         finite = bool(self._finite) if self._finite is not None else True
@@ -88,7 +89,7 @@ class NaNGuardPlugin(Plugin):
             return
         if finite:
             self._remember(model, step)
-        elif trainer is not None and hasattr(trainer, "skip_step"):
+        elif trainer is not None:
             trainer.skip_step("nan_guard: non-finite loss")
         else:  # a loop of one's own: optimizer.step() leaves parameters without a gradient alone
             for p in model.parameters():
@@ -109,7 +110,7 @@ class NaNGuardPlugin(Plugin):
                 self._good = {k: v.detach().clone() for k, v in current.items()}
         self._good_step = step
 
-    def on_step_end(self, step: int | None = None, trainer: Any = None, model: torch.nn.Module | None = None,
+    def on_step_end(self, step: int | None = None, trainer: TrainerView | None = None, model: torch.nn.Module | None = None,
                     **kwargs: Any) -> None:
         if not self._bad:
             return
@@ -131,7 +132,7 @@ class NaNGuardPlugin(Plugin):
             if self._good is not None and model is not None:
                 model.load_state_dict(self._good)
                 where = f"; the weights step {self._good_step}'s finite loss was computed with are restored"
-                if getattr(trainer, "checkpoints", None) is not None:
+                if trainer.checkpoints is not None:
                     where += f" and saved to {trainer.save()}"
             reason = (
                 f"nan_guard: {self.skipped} steps had a non-finite loss (steps "

@@ -17,6 +17,7 @@ from typing import Any
 
 from apt.plugins.base import Plugin
 from apt.plugins.builtin.tracking import final_rows, metric_values
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["TensorBoardOptions", "TensorBoardPlugin"]
 
@@ -53,13 +54,13 @@ class TensorBoardPlugin(Plugin):
             raise ValueError(f"tensorboard: flush_secs must be a positive integer, got {self.flush_secs!r}")
         return True
 
-    def directory(self, trainer: Any = None) -> Path:
+    def directory(self, trainer: TrainerView | None = None) -> Path:
         if self.log_dir:
             return Path(self.log_dir)
-        out_dir = getattr(trainer, "out_dir", None)
+        out_dir = trainer.out_dir if trainer is not None else None
         return Path(out_dir) / "tensorboard" if out_dir is not None else Path("tensorboard")
 
-    def on_train_begin(self, trainer: Any = None, step: int | None = None, **kwargs: Any) -> None:
+    def on_train_begin(self, trainer: TrainerView | None = None, step: int | None = None, **kwargs: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         purge = step + 1 if step else None  # resumed: drop events logged after the checkpoint
@@ -67,7 +68,7 @@ class TensorBoardPlugin(Plugin):
             str(self.directory(trainer)), flush_secs=self.flush_secs, purge_step=purge
         )
 
-    def _mirror(self, trainer: Any, final: bool = False) -> None:
+    def _mirror(self, trainer: TrainerView | None, final: bool = False) -> None:
         if self.writer is None:
             return
         rows, self.rows_written = final_rows(trainer, self.rows_written, final=final)
@@ -76,10 +77,10 @@ class TensorBoardPlugin(Plugin):
                 if key != "epoch":
                     self.writer.add_scalar(key, number, int(row["step"]))
 
-    def on_step_end(self, trainer: Any = None, **kwargs: Any) -> None:
+    def on_step_end(self, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         self._mirror(trainer)
 
-    def on_train_end(self, trainer: Any = None, **kwargs: Any) -> None:
+    def on_train_end(self, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         self._mirror(trainer, final=True)
         if self.writer is not None:
             self.writer.flush()

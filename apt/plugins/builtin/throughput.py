@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["ThroughputOptions", "ThroughputPlugin", "peak_memory_mb"]
 
@@ -75,11 +76,11 @@ class ThroughputPlugin(Plugin):
             ids = batch[0] if isinstance(batch, list | tuple) else batch
             self._tokens += int(ids.numel())
 
-    def on_step_end(self, step: int | None = None, trainer: Any = None, **kwargs: Any) -> None:
+    def on_step_end(self, step: int | None = None, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         self._steps += 1
         if self._steps < self.every_n_steps or self._t0 is None:
             return
-        device = getattr(trainer, "device", None)
+        device = trainer.device if trainer is not None else None
         if device is not None and str(device).startswith("cuda"):
             import torch
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from apt.plugins.base import Plugin
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["ARTIFACTS", "TrackerPlugin", "final_rows", "flatten_config", "metric_values", "run_label"]
 
@@ -71,22 +72,22 @@ def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def final_rows(trainer: Any, written: int, *, final: bool = False) -> tuple[list[dict[str, Any]], int]:
+def final_rows(trainer: TrainerView | None, written: int, *, final: bool = False) -> tuple[list[dict[str, Any]], int]:
     """Metrics rows after the first ``written`` that no longer change, and the new count.
 
     A row is final once the next one exists (or training ended: ``final``), because the
     trainer fills in a row's val loss and epoch-end values after writing it.
     """
-    logger = getattr(trainer, "metrics_logger", None)
-    if logger is None:
+    if trainer is None:
         return [], written
+    logger = trainer.metrics_logger
     end = len(logger.rows) if final else len(logger.rows) - 1
     return [dict(r) for r in logger.rows[written:end]], max(written, end)
 
 
-def run_label(trainer: Any) -> str:
+def run_label(trainer: TrainerView | None) -> str:
     """The tracker's run name by default: the run directory, relative to the current one."""
-    out_dir = getattr(trainer, "out_dir", None)
+    out_dir = trainer.out_dir if trainer is not None else None
     if out_dir is None:
         return "apt"
     try:
@@ -107,7 +108,7 @@ class TrackerPlugin(Plugin):
         self.run_id: str | None = None
         self.rows_written = 0
         self.sent_step = 0  # the tracker has every row up to this step
-        self._trainer: Any = None
+        self._trainer: TrainerView | None = None
         self._active = False  # a run started by this process (not one restored from a checkpoint)
         self._ended = False
 
@@ -118,7 +119,7 @@ class TrackerPlugin(Plugin):
         return True
 
     # -- the service (subclasses) --------------------------------------------------------
-    def start_run(self, params: dict[str, Any], trainer: Any, resumed: bool) -> tuple[str, int]:
+    def start_run(self, params: dict[str, Any], trainer: TrainerView | None, resumed: bool) -> tuple[str, int]:
         """Open a run and log ``params``, or (``resumed`` with ``self.run_id``) reopen that run.
 
         Returns the run id and the last step the run already has metrics for (0: none).
@@ -136,10 +137,9 @@ class TrackerPlugin(Plugin):
         raise NotImplementedError
 
     # -- hooks ---------------------------------------------------------------------------
-    def on_train_begin(self, config: Mapping[str, Any] | None = None, trainer: Any = None,
+    def on_train_begin(self, config: Mapping[str, Any] | None = None, trainer: TrainerView | None = None,
                        step: int | None = None, **kwargs: Any) -> None:
-        dist = getattr(trainer, "dist", None)
-        if dist is not None and not dist.is_main:
+        if trainer is not None and not trainer.dist.is_main:
             return
         self._trainer = trainer
         try:
@@ -152,28 +152,29 @@ class TrackerPlugin(Plugin):
         self._active = True
         log.info("%s: recording run %s", self.get_name(), self.run_id)
 
-    def on_step_end(self, trainer: Any = None, **kwargs: Any) -> None:
+    def on_step_end(self, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         self._mirror(trainer)
 
-    def on_train_end(self, trainer: Any = None, **kwargs: Any) -> None:
+    def on_train_end(self, trainer: TrainerView | None = None, **kwargs: Any) -> None:
         self._mirror(trainer, final=True)
         self._ended = True
 
     def teardown(self) -> None:
         if self._active:
             self._active = False
-            out_dir = getattr(self._trainer, "out_dir", None)
+            trainer = self._trainer
+            out_dir = trainer.out_dir if trainer is not None else None
             for name in ARTIFACTS if out_dir is not None else ():
                 path = Path(out_dir) / name
                 if path.is_file():
                     self.log_artifact(path)
                 else:
                     log.info("%s: %s not uploaded: it was not written", self.get_name(), path)
-            interrupted = getattr(self._trainer, "interrupted_by", None) is not None
+            interrupted = trainer is not None and trainer.interrupted_by is not None
             self.end_run("KILLED" if interrupted else "FINISHED" if self._ended else "FAILED")
         super().teardown()
 
-    def _mirror(self, trainer: Any, final: bool = False) -> None:
+    def _mirror(self, trainer: TrainerView | None, final: bool = False) -> None:
         if not self._active:
             return
         rows, self.rows_written = final_rows(trainer, self.rows_written, final=final)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apt.plugins.builtin.tracking import TrackerPlugin, metric_values, run_label
+from apt.plugins.trainer_view import TrainerView
 
 __all__ = ["WandbOptions", "WandbPlugin"]
 
@@ -45,10 +46,10 @@ class WandbPlugin(TrackerPlugin):
     def get_version(self) -> str:
         return "1.0.0"
 
-    def start_run(self, params: dict[str, Any], trainer: Any, resumed: bool) -> tuple[str, int]:
+    def start_run(self, params: dict[str, Any], trainer: TrainerView | None, resumed: bool) -> tuple[str, int]:
         import wandb
 
-        out_dir = getattr(trainer, "out_dir", None)
+        out_dir = trainer.out_dir if trainer is not None else None
         continuing = self.run_id is not None and resumed
         self.run = wandb.init(
             project=self.options.project, entity=self.options.entity, mode=self.options.mode,

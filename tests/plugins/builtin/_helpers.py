@@ -34,6 +34,7 @@ class RecordingTrainer:
         self.losses: dict[str, torch.Tensor] = {}
         self.should_stop = False
         self.device = torch.device("cpu")
+        self.autocast_dtype = None  # full precision, as on CPU
 
     def log_metric(self, name: str, value: float) -> None:
         self.metrics[name] = float(value)
