@@ -8,13 +8,8 @@ import pytest
 
 from apt.app import ConfigProblems, new_plugin_manager, run
 from apt.checks import check_run
-from apt.compose import compose
-from apt.core.provider import AttentionProvider
 from apt.plugins import Plugin
-
-
-def compose_cfg(*overrides):
-    return compose(["model=tiny", "data=synthetic", "trainer=debug", *overrides])
+from tests.helpers import MyAttentionLayer, MyAttentionProvider, compose_cfg
 
 
 def problems_of(*overrides, pm=None):
@@ -134,14 +129,16 @@ def test_plugin_conflict_and_missing_dependency(tmp_path):
     assert len(problems) == 1 and "early_stopping" in problems[0]
 
 
-class MyAttentionProvider(AttentionProvider):
+class CountingAttention(MyAttentionProvider):
+    """The guide's provider, counting the layers it creates."""
+
     created = 0
 
     def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
-        from apt.providers.attention import SDPAAttentionProvider
-
-        MyAttentionProvider.created += 1
-        return SDPAAttentionProvider({}).create_layer(d_model, num_heads, dropout, **kwargs)
+        layer = super().create_layer(d_model, num_heads, dropout, **kwargs)
+        assert isinstance(layer, MyAttentionLayer)
+        CountingAttention.created += 1
+        return layer
 
 
 class ProvidesAttention(Plugin):
@@ -150,17 +147,17 @@ class ProvidesAttention(Plugin):
 
     def setup(self, registry, hook_manager):
         super().setup(registry, hook_manager)
-        registry.register("attention", "my_attention", MyAttentionProvider)
+        registry.register("attention", "my_attention", CountingAttention)
 
 
 def test_provider_registered_only_by_a_plugin_can_be_chosen_by_name(tmp_path):
     pm = new_plugin_manager()
     pm.register_plugin("provides_attention", ProvidesAttention)
-    MyAttentionProvider.created = 0
+    CountingAttention.created = 0
     run(compose_cfg("+plugin.provides_attention={}", "provider/attention=registered",
                     "provider.attention.name=my_attention", "trainer.max_steps=2"),
         out_dir=tmp_path, plugin_manager=pm)
-    assert MyAttentionProvider.created == 2  # one per layer of model=tiny
+    assert CountingAttention.created == 2  # one per layer of model=tiny
 
 
 def test_plugin_target_registers_class(tmp_path):

@@ -1,0 +1,18 @@
+"""Fixtures every test folder may use; the plain helpers behind them are in tests/helpers.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import compose_cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    """``cfg_factory(*overrides)``: a tiny run's config (warmup 2 steps) whose data cache is in
+    this test's tmp_path."""
+
+    def make(*overrides):
+        return compose_cfg("optim.warmup_steps=2", *overrides, cache_dir=tmp_path / "cache")
+
+    return make
