@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from apt.compose import compose, conf_dir
 from apt.core import Provider
 from apt.plugins import Plugin
 
-__all__ = ["CONF", "TINY", "Boom", "MyAttentionLayer", "MyAttentionProvider", "compose_cfg", "read_metrics",
+__all__ = ["CONF", "TINY", "Boom", "MyAttentionLayer", "MyAttentionProvider", "assert_runs", "compose_cfg", "read_csv",
            "train"]
 
 #: APT's own config tree (the one train.py composes).
@@ -53,10 +55,19 @@ def train(cfg: DictConfig, out: Path, *, plugin_manager: Any = None, strict: boo
     return run(cfg, out_dir=out, plugin_manager=plugin_manager or new_plugin_manager(strict=strict))
 
 
-def read_metrics(out: Path) -> list[dict[str, str]]:
-    """The rows of a run's ``metrics.csv``."""
-    with (Path(out) / "metrics.csv").open() as fh:
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file a run wrote (``metrics.csv``, ``epochs.csv``), as dicts of strings."""
+    with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def assert_runs(code: str, *, timeout: float = 120) -> None:
+    """Runs ``code`` in a fresh interpreter and asserts it exits 0, showing its stderr otherwise.
+
+    For what only a new process can tell, such as ``'torch' not in sys.modules`` after an import.
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
 
 
 class Boom(Plugin):
