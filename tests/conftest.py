@@ -16,3 +16,19 @@ def cfg_factory(tmp_path):
         return compose_cfg("optim.warmup_steps=2", *overrides, cache_dir=tmp_path / "cache")
 
     return make
+
+
+@pytest.fixture
+def offline_tiktoken(tmp_path, monkeypatch):
+    """tiktoken as on a machine without network: an empty cache, no ``gpt2`` loaded, and every
+    download raising ``requests.ConnectionError``."""
+    import requests
+    import tiktoken.load
+    import tiktoken.registry
+
+    def no_network(url):
+        raise requests.ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)

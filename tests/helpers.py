@@ -26,7 +26,7 @@ from apt.compose import compose, conf_dir
 from apt.core import Provider
 from apt.plugins import Plugin
 
-__all__ = ["CONF", "TINY", "Boom", "MyAttentionLayer", "MyAttentionProvider", "assert_runs", "compose_cfg", "read_csv",
+__all__ = ["CONF", "TINY", "Boom", "MyAttentionLayer", "MyAttentionProvider", "Flaky", "assert_runs", "compose_cfg", "read_csv",
            "train"]
 
 #: APT's own config tree (the one train.py composes).
@@ -79,6 +79,18 @@ class Boom(Plugin):
     def on_batch_end(self, step=None, trainer=None, outputs=None, **kw):
         if step in self.config.get("steps", []):
             trainer.add_loss("boom", outputs[1] * math.nan)
+
+
+class Flaky(Plugin):
+    """A plugin with a bug from its second step on (as plugin.moe.layers=[5] had mid-run);
+    select it with ``+plugin.flaky={_target_: tests.helpers.Flaky}``."""
+
+    def get_name(self):
+        return "flaky"
+
+    def on_step_begin(self, step=None, **kwargs):
+        if step >= 2:
+            raise IndexError(f"index {step} is out of range")
 
 
 # -- The plugin guide's provider (spec/PLUGIN_GUIDE.md, "Creating a Provider") ----------------

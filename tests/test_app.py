@@ -210,17 +210,6 @@ def test_python_warnings_during_a_run_reach_the_run_log(tmp_path, caplog, monkey
     assert any(r.name == "py.warnings" and "flash attention" in r.getMessage() for r in caplog.records)
 
 
-class Flaky(Plugin):
-    """A plugin with a bug from its second step on (as plugin.moe.layers=[5] had mid-run)."""
-
-    def get_name(self):
-        return "flaky"
-
-    def on_step_begin(self, step=None, **kwargs):
-        if step >= 2:
-            raise IndexError(f"index {step} is out of range")
-
-
 def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path):
     """trainer.on_plugin_error=fail (the default): the run stops after the step in which the
     hook was disabled (no final evaluation, no checkpoint: not the model that was asked for),
@@ -231,7 +220,7 @@ def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path)
 
     out = tmp_path / "run"
     with pytest.raises(RunFailed) as info:
-        run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=8",
+        run(compose_cfg("+plugin.flaky={_target_: tests.helpers.Flaky}", "trainer.max_steps=8",
                         f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
     reason = ("plugin 'flaky' failed: hook 'flaky.on_step_begin' disabled on 'on_step_begin' after 3 failures; "
               "first error: IndexError: index 2 is out of range")
@@ -249,7 +238,7 @@ def test_on_plugin_error_warn_trains_on_and_the_summary_names_the_plugin(tmp_pat
 
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="apt"):
-        val = run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=6",
+        val = run(compose_cfg("+plugin.flaky={_target_: tests.helpers.Flaky}", "trainer.max_steps=6",
                               "trainer.on_plugin_error=warn", f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 6 and summary["failed"] is None and summary["val_loss"] == pytest.approx(val)
