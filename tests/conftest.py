@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import compose_cfg
+# the helpers' asserts explain themselves as a test's do
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers import compose_cfg  # noqa: E402 - after the rewrite is registered
 
 
 @pytest.fixture

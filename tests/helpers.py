@@ -26,8 +26,8 @@ from apt.compose import compose, conf_dir
 from apt.core import Provider
 from apt.plugins import Plugin
 
-__all__ = ["CONF", "TINY", "Boom", "MyAttentionLayer", "MyAttentionProvider", "Flaky", "assert_runs", "compose_cfg", "read_csv",
-           "train"]
+__all__ = ["CONF", "TINY", "Boom", "Flaky", "MyAttentionLayer", "MyAttentionProvider", "assert_runs", "compose_cfg",
+           "read_csv", "train"]
 
 #: APT's own config tree (the one train.py composes).
 CONF = conf_dir()
