@@ -9,6 +9,29 @@ pytest.register_assert_rewrite("tests.helpers")
 
 from tests.helpers import compose_cfg  # noqa: E402 - after the rewrite is registered
 
+#: A test that takes longer is marked ``@pytest.mark.slow`` (``make test-fast`` leaves it out).
+SLOW_SECONDS = 20.0
+_seconds: dict[str, float] = {}
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Notes every test over SLOW_SECONDS (setup, call and teardown) that is not marked slow."""
+    _seconds[report.nodeid] = _seconds.get(report.nodeid, 0.0) + report.duration
+    if report.when == "teardown":
+        seconds = _seconds.pop(report.nodeid)
+        if seconds > SLOW_SECONDS and "slow" not in report.keywords:
+            _unmarked_slow.append((seconds, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Lists the unmarked slow tests, so the mark keeps up with the suite (wall time: a busy
+    machine inflates it, so a test just over the line may only need a second look)."""
+    if _unmarked_slow:
+        terminalreporter.section(f"tests over {SLOW_SECONDS:.0f} s without @pytest.mark.slow")
+        for seconds, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+
 
 @pytest.fixture
 def cfg_factory(tmp_path):

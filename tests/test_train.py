@@ -27,6 +27,7 @@ def cache(tmp_path):
     return f"data.cache_dir={tmp_path / 'cache'}"
 
 
+@pytest.mark.slow  # ~23 s: 30 steps of train.py in a subprocess, plots included
 def test_short_run_writes_every_output(tmp_path, cache):
     run_dir = tmp_path / "run"
     r = train(*TINY, cache, "trainer.max_steps=30", "trainer.plot=true", f"hydra.run.dir={run_dir}")
