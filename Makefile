@@ -1,10 +1,11 @@
 # Two entry points for a newcomer: `make train` and `make test`. Both create .venv as needed.
+# `make test-fast` is for local work: the tests marked slow (over 20 s each) are left out; CI runs them all.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint
+.PHONY: setup train test test-fast lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +23,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check apt hydra_plugins tests scripts examples train.py

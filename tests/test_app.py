@@ -8,13 +8,8 @@ import pytest
 
 from apt.app import ConfigProblems, new_plugin_manager, run
 from apt.checks import check_run
-from apt.compose import compose
-from apt.core.provider import AttentionProvider
 from apt.plugins import Plugin
-
-
-def compose_cfg(*overrides):
-    return compose(["model=tiny", "data=synthetic", "trainer=debug", *overrides])
+from tests.helpers import MyAttentionLayer, MyAttentionProvider, compose_cfg
 
 
 def problems_of(*overrides, pm=None):
@@ -134,14 +129,16 @@ def test_plugin_conflict_and_missing_dependency(tmp_path):
     assert len(problems) == 1 and "early_stopping" in problems[0]
 
 
-class MyAttentionProvider(AttentionProvider):
+class CountingAttention(MyAttentionProvider):
+    """The guide's provider, counting the layers it creates."""
+
     created = 0
 
     def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
-        from apt.providers.attention import SDPAAttentionProvider
-
-        MyAttentionProvider.created += 1
-        return SDPAAttentionProvider({}).create_layer(d_model, num_heads, dropout, **kwargs)
+        layer = super().create_layer(d_model, num_heads, dropout, **kwargs)
+        assert isinstance(layer, MyAttentionLayer)
+        CountingAttention.created += 1
+        return layer
 
 
 class ProvidesAttention(Plugin):
@@ -150,17 +147,17 @@ class ProvidesAttention(Plugin):
 
     def setup(self, registry, hook_manager):
         super().setup(registry, hook_manager)
-        registry.register("attention", "my_attention", MyAttentionProvider)
+        registry.register("attention", "my_attention", CountingAttention)
 
 
 def test_provider_registered_only_by_a_plugin_can_be_chosen_by_name(tmp_path):
     pm = new_plugin_manager()
     pm.register_plugin("provides_attention", ProvidesAttention)
-    MyAttentionProvider.created = 0
+    CountingAttention.created = 0
     run(compose_cfg("+plugin.provides_attention={}", "provider/attention=registered",
                     "provider.attention.name=my_attention", "trainer.max_steps=2"),
         out_dir=tmp_path, plugin_manager=pm)
-    assert MyAttentionProvider.created == 2  # one per layer of model=tiny
+    assert CountingAttention.created == 2  # one per layer of model=tiny
 
 
 def test_plugin_target_registers_class(tmp_path):
@@ -213,17 +210,6 @@ def test_python_warnings_during_a_run_reach_the_run_log(tmp_path, caplog, monkey
     assert any(r.name == "py.warnings" and "flash attention" in r.getMessage() for r in caplog.records)
 
 
-class Flaky(Plugin):
-    """A plugin with a bug from its second step on (as plugin.moe.layers=[5] had mid-run)."""
-
-    def get_name(self):
-        return "flaky"
-
-    def on_step_begin(self, step=None, **kwargs):
-        if step >= 2:
-            raise IndexError(f"index {step} is out of range")
-
-
 def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path):
     """trainer.on_plugin_error=fail (the default): the run stops after the step in which the
     hook was disabled (no final evaluation, no checkpoint: not the model that was asked for),
@@ -234,7 +220,7 @@ def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path)
 
     out = tmp_path / "run"
     with pytest.raises(RunFailed) as info:
-        run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=8",
+        run(compose_cfg("+plugin.flaky={_target_: tests.helpers.Flaky}", "trainer.max_steps=8",
                         f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
     reason = ("plugin 'flaky' failed: hook 'flaky.on_step_begin' disabled on 'on_step_begin' after 3 failures; "
               "first error: IndexError: index 2 is out of range")
@@ -252,7 +238,7 @@ def test_on_plugin_error_warn_trains_on_and_the_summary_names_the_plugin(tmp_pat
 
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="apt"):
-        val = run(compose_cfg(f"+plugin.flaky={{_target_: {__name__}.Flaky}}", "trainer.max_steps=6",
+        val = run(compose_cfg("+plugin.flaky={_target_: tests.helpers.Flaky}", "trainer.max_steps=6",
                               "trainer.on_plugin_error=warn", f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 6 and summary["failed"] is None and summary["val_loss"] == pytest.approx(val)

@@ -348,19 +348,7 @@ def test_train_py_never_calls_a_target_before_it_is_known(case, files, tmp_path)
     assert not (files / "CALLED").exists() and not (tmp_path / "run").exists()
 
 
-def test_a_tiktoken_encoding_not_available_offline_is_refused_by_check_and_train(files, tmp_path, monkeypatch,
-                                                                                 capsys):
-    pytest.importorskip("tiktoken")
-    import requests
-    import tiktoken.load
-    import tiktoken.registry
-
-    def no_network(url):
-        raise requests.ConnectionError(f"cannot reach {url}")
-
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(tiktoken.load, "read_file", no_network)  # as on a machine without network
-    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+def test_a_tiktoken_encoding_not_available_offline_is_refused_by_check_and_train(files, offline_tiktoken, capsys):
     args = _args(["data=text", f"data.path={files}/corpus.txt", "data.tokenizer=tiktoken:gpt2"], files)
     assert apt_main(["check", *args]) == 2
     check = capsys.readouterr()

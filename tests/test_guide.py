@@ -27,6 +27,8 @@ from apt.plugins import (
     hook_manager,
     plugin_manager,
 )
+from apt.schedule import Schedule
+from tests.helpers import MyAttentionLayer, MyAttentionProvider
 
 logger = logging.getLogger("guide")
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,39 +51,8 @@ def isolated() -> PluginManager:
     return PluginManager(registry=Registry(), hook_manager=HookManager(strict=True), entry_points=False)
 
 
-# -- Provider Registration / Creating a Provider (module level: Step 2 refers to it) -------
-class MyAttentionLayer(nn.Module):
-    """The layer the guide's provider returns: causal attention, (B, T, C) -> (B, T, C)."""
-
-    def __init__(self, d_model, num_heads, dropout=0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-
-    def forward(self, x):
-        T = x.size(1)
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)  # (T, T), True = masked
-        return self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
-
-
-class MyAttentionProvider(Provider):
-    """Custom attention provider."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def get_name(self) -> str:
-        return "my_attention"
-
-    def get_version(self) -> str:
-        return "1.0.0"
-
-    def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
-        """Create attention layer."""
-        return MyAttentionLayer(d_model, num_heads, dropout)
-
-    def validate_config(self, config) -> bool:
-        """Validate configuration."""
-        return config.get('d_model', 0) > 0
+# -- Provider Registration / Creating a Provider: the guide's provider and its layer live in
+# tests/helpers.py (other tests build models with them too); Step 2 refers to them.
 
 
 # -- Creating Your First Plugin: Steps 1-4 -----------------------------------------------
@@ -207,7 +178,6 @@ def test_registering_in_plugin():
 
 
 def test_using_the_provider():
-    pytest.importorskip("apt.modeling")
     plugin_manager.register_plugin("my_plugin", _registering_plugin())
     plugin_manager.load_plugin("my_plugin", None)
     plugin_manager.setup_all()
@@ -452,8 +422,7 @@ def test_schedule_integration(tmp_path, capsys):
                 self.enable()
                 print(f"MoE enabled at epoch {epoch}")
 
-    schedule_mod = pytest.importorskip("apt.schedule")
-    schedule = schedule_mod.Schedule(config.schedules, max_epochs=4)
+    schedule = Schedule(config.schedules, max_epochs=4)
     assert [schedule.should_enable_plugin("align", epoch=e) for e in (1, 2, 3)] == [False, False, True]
     pm = isolated()
     pm.register_plugin("moe", MoEPlugin, override=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
 from apt.schedule import ParamSchedule, Schedule, ScheduleError, current_schedule
+from tests.helpers import assert_runs
 
 
 @pytest.fixture(autouse=True)
@@ -241,10 +241,7 @@ def test_resolver_reads_start_before_training_and_live_values_after():
 
 
 def test_no_torch_import():
-    import subprocess
-
-    code = "import sys, apt.schedule; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_runs("import sys, apt.schedule; assert 'torch' not in sys.modules")
 
 
 def test_param_schedule_validates_directly():

@@ -27,8 +27,7 @@ from apt.sweeps import (
     varying_overrides,
     write_summary,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import CONF
 
 TOY_APP = textwrap.dedent(
     """
@@ -69,7 +68,7 @@ TOY_CONFIG = textwrap.dedent(
     fail: false
     wait_for: ""
     hydra:
-      searchpath: [file://{REPO / "conf"}]
+      searchpath: [file://{CONF}]
     """
 )
 

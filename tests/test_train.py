@@ -27,6 +27,7 @@ def cache(tmp_path):
     return f"data.cache_dir={tmp_path / 'cache'}"
 
 
+@pytest.mark.slow  # ~23 s: 30 steps of train.py in a subprocess, plots included
 def test_short_run_writes_every_output(tmp_path, cache):
     run_dir = tmp_path / "run"
     r = train(*TINY, cache, "trainer.max_steps=30", "trainer.plot=true", f"hydra.run.dir={run_dir}")
@@ -106,26 +107,11 @@ def test_multirun_over_seeds_and_providers(tmp_path, cache):
     assert sum("early_stopping" in o for o in overrides) == 2
 
 
-FLAKY = """
-from apt.plugins import Plugin
-
-
-class Flaky(Plugin):
-    def get_name(self):
-        return "flaky"
-
-    def on_step_begin(self, step=None, **kwargs):
-        if step >= 2:
-            raise IndexError(f"index {step} is out of range")
-"""
-
-
 def _train_with_flaky(tmp_path, *args, flags=()):
-    """train.py with plugin 'flaky' (a bug from its second step on) importable and selected."""
-    (tmp_path / "flaky.py").write_text(FLAKY)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    """train.py with plugin 'flaky' (tests.helpers.Flaky: a bug from its second step on) selected."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "train.py", *flags, *TINY, f"data.cache_dir={tmp_path / 'cache'}",
-                           "+plugin.flaky={_target_: flaky.Flaky}", *args], cwd=ROOT, capture_output=True,
+                           "+plugin.flaky={_target_: tests.helpers.Flaky}", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
 
 

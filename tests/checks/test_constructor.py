@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from apt.checks.constructor import constructor_problem
+from tests.helpers import assert_runs
 
 
 def test_torch_optimizers_refuse_what_they_would_refuse_when_built_without_importing_torch():
@@ -21,8 +19,7 @@ def test_torch_optimizers_refuse_what_they_would_refuse_when_built_without_impor
             "'`fused` does not support `differentiable`'\n"
             "assert c('torch.optim.Adam', {'differentiable': True}, unknown=('fused',)) is None\n"
             "assert 'torch' not in sys.modules\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    assert_runs(code, timeout=60)
 
 
 OPT = '''
@@ -72,5 +69,4 @@ def test_checking_every_shipped_optimizer_config_imports_no_torch():
             "for optim in ('adamw', 'sgd', 'muon'):\n"
             "    check_config(['model=tiny', 'data=synthetic', 'trainer=debug', f'optim={optim}'])\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    assert_runs(code)

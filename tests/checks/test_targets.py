@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from apt.checks.targets import class_problem, target_keywords, target_problem
+from tests.helpers import assert_runs
 
 
 def test_targets_are_resolved_without_importing_their_package():
@@ -13,8 +11,7 @@ def test_targets_are_resolved_without_importing_their_package():
             "assert p('torch.optim.AdamW') is None and p('torch.optim.adamw.AdamW') is None\n"
             "assert 'AdamW' in p('torch.optim.Adamw') and \"did you mean 'AdamW'\" in p('torch.optim.Adamw')\n"
             "assert 'torch' not in sys.modules\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    assert_runs(code, timeout=60)
 
 
 def test_missing_module_and_attribute_are_named():
@@ -59,8 +56,7 @@ def test_optimizer_classes_are_told_from_the_source_without_importing_torch():
             "             'not an optimizer class'), p\n"
             "assert 'is the function logging.config.dictConfig' in class_problem('logging.config.dictConfig', base, kind)\n"
             "assert 'torch' not in sys.modules\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    assert_runs(code, timeout=60)
 
 
 def test_a_target_is_classified_from_its_source_or_its_module_but_never_called(tmp_path, monkeypatch):

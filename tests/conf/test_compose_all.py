@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from apt.build import model_config
 from apt.checks import check_run
-from apt.compose import compose, conf_dir
 from apt.core.errors import ConfigProblems
 from apt.data import load_dataset
 from apt.modeling import ModelBuilder
 from apt.schedule import Schedule
-
-CONF = conf_dir()
-BASE = ["model=tiny", "data=synthetic", "trainer=debug"]
+from tests.helpers import CONF, compose_cfg
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose_cfg(*overrides, base=BASE):
-    return compose([*base, *overrides])
 
 
 def is_valid(cfg) -> bool:
@@ -94,8 +90,31 @@ def test_several_plugins_each_under_its_key():
 
 @pytest.mark.parametrize("option", options("schedule"))
 def test_every_schedule_option(option):
-    cfg = compose_cfg(f"schedule={option}", "trainer.max_epochs=4")
-    Schedule(cfg.schedule, max_epochs=4, max_steps=20)
+    """Each preset passes the config check with the plugins it schedules, and does what its
+    entries say: a plugin is off until its epoch/step and on from it, an annealed value is
+    ``start`` at the first position and ``end`` at the last."""
+    entries = OmegaConf.to_container(compose_cfg(f"schedule={option}").schedule)
+    enables = {k: m for k in entries if (m := re.fullmatch(r"enable_(?P<plugin>\w+)_at_(?P<by>epoch|step)", k))}
+    plugins = sorted({m["plugin"] for m in enables.values()})
+    cfg = compose_cfg(f"schedule={option}", "trainer.max_epochs=4",
+                      *([f"plugin=[{','.join(plugins)}]"] if plugins else []))
+    assert is_valid(cfg)
+    schedule = Schedule(cfg.schedule, max_epochs=4, max_steps=20)
+    assert sorted(schedule.scheduled_plugins) == plugins
+    assert sorted(schedule.params) == sorted(set(entries) - set(enables))
+    assert option == "default" or plugins or schedule.params, f"schedule={option} schedules nothing"
+    for key, at in entries.items():
+        if key in enables:
+            plugin, by = enables[key]["plugin"], enables[key]["by"]
+            assert not schedule.should_enable_plugin(plugin, **{by: at - 1}), key
+            assert schedule.should_enable_plugin(plugin, **{by: at}), key
+        else:
+            spec = entries[key]
+            by = spec.get("by", "epoch") if isinstance(spec, dict) else "epoch"
+            last = {"epoch": 4, "step": 20}[by]
+            start, end = (spec["start"], spec["end"]) if isinstance(spec, dict) else (spec, spec)
+            assert schedule.get(key, **{by: 1}) == pytest.approx(start), key
+            assert schedule.get(key, **{by: last}) == pytest.approx(end), key
 
 
 @pytest.mark.parametrize("option", options("optim"))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from apt.core.lazy import lazy_attributes
+from tests.helpers import assert_runs
 
 
 def test_a_name_is_imported_from_its_module_when_first_asked():
@@ -27,5 +25,4 @@ def test_packages_that_re_export_torch_classes_import_no_torch_until_asked():
             "assert 'torch' not in sys.modules, 'torch imported'\n"
             "from apt.providers.ffn import SwiGLU\n"
             "assert 'torch' in sys.modules and SwiGLU.__module__ == 'apt.providers.layers.ffn'\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    assert_runs(code)

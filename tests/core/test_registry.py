@@ -5,6 +5,7 @@ from importlib import metadata
 import pytest
 
 from apt.core import AttentionProvider, FFNProvider, Provider, Registry, RegistryError
+from tests.helpers import assert_runs
 
 
 class A(AttentionProvider):
@@ -98,15 +99,12 @@ def test_register_argument_errors_and_unregister(reg):
 
 
 def test_builtins_are_registered_without_importing_torch():
-    import subprocess
-    import sys
-
     code = ("import sys; from apt.core import registry\n"
             "assert registry.default_name('attention') == 'sdpa'\n"
             "assert {'sdpa', 'flash'} <= set(registry.names('attention'))\n"
             "assert registry.default_name('ffn') == 'mlp' and registry.default_name('router') == 'topk'\n"
             "assert 'torch' not in sys.modules\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_runs(code)
 
 
 def test_entry_points_register_classes_and_call_functions(tmp_path, monkeypatch):

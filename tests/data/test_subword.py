@@ -81,18 +81,7 @@ def test_local_tiktoken_encoding(local_tiktoken):
     assert TiktokenTokenizer("apt_test_wide").encode("the").dtype == np.uint32
 
 
-def test_tiktoken_encoding_that_is_not_local_is_one_clear_error(tmp_path, monkeypatch):
-    pytest.importorskip("tiktoken")
-    import requests
-    import tiktoken.load
-    import tiktoken.registry
-
-    def no_network(url):
-        raise requests.ConnectionError(f"cannot reach {url}")
-
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(tiktoken.load, "read_file", no_network)  # as on a machine without network
-    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+def test_tiktoken_encoding_that_is_not_local_is_one_clear_error(offline_tiktoken):
     with pytest.raises(ValueError) as info:
         TiktokenTokenizer("gpt2")
     line = str(info.value)

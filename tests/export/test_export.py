@@ -174,7 +174,7 @@ def test_bpe_tokenizer_json_from_to_dict_is_written_as_is(tmp_path):
 def _tiktoken_tokenizer(monkeypatch):
     """A small tiktoken encoding (the 256 bytes, merges of several levels, <|endoftext|> at 300),
     registered in tiktoken's registry for this test: nothing is downloaded."""
-    tiktoken = pytest.importorskip("tiktoken")
+    import tiktoken
     from tiktoken import registry
 
     from apt.data.subword import TiktokenTokenizer

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
 from apt.core import APTConfig, Provider, Registry, RegistryError
 from apt.core.registry import registry as global_registry
@@ -13,36 +11,7 @@ from apt.moe import MoELayer, SwitchRouter, TopKRouter
 from apt.plugins import Plugin, PluginManager
 from apt.providers.attention import CausalSelfAttention, NaiveCausalSelfAttention
 from apt.providers.ffn import MLP, SwiGLU
-
-
-class MyAttentionLayer(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
-        self.num_heads = num_heads
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # causal: a running mean
-        steps = torch.arange(1, x.size(1) + 1, dtype=x.dtype).view(1, -1, 1)
-        return self.proj(x.cumsum(1) / steps)
-
-
-class MyAttentionProvider(Provider):
-    """Exactly the guide's provider shape: no super().__init__, dict-style validate_config."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def get_name(self) -> str:
-        return "my_attention"
-
-    def get_version(self) -> str:
-        return "1.0.0"
-
-    def create_layer(self, d_model, num_heads, dropout=0.0, **kwargs):
-        return MyAttentionLayer(d_model, num_heads, dropout)
-
-    def validate_config(self, config) -> bool:
-        return config.get("d_model", 0) > 0
+from tests.helpers import MyAttentionLayer, MyAttentionProvider
 
 
 class MyPlugin(Plugin):
@@ -63,7 +32,7 @@ def test_guide_plugin_registers_attention_and_builder_uses_it():
     builder = ModelBuilder(APTConfig(d_model=768, attention_name="my_attention"), registry=reg)
     attention = builder.build_attention()
     assert isinstance(attention, MyAttentionLayer)
-    assert attention.proj.in_features == 768
+    assert attention.attn.embed_dim == 768
     model = builder.build_model()
     assert all(isinstance(b.attn, MyAttentionLayer) for b in model.blocks)
 

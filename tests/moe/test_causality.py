@@ -13,8 +13,8 @@ import yaml
 from apt.core.config import APTConfig
 from apt.modeling import ModelBuilder
 from apt.plugins.builtin.moe import MoEPlugin
+from tests.helpers import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 DIMS = dict(d_model=32, num_heads=2, num_layers=2, d_ff=64, vocab_size=64, max_seq_len=32, dropout=0.1)
 B, T = 8, 32
 

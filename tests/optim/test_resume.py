@@ -4,31 +4,22 @@ one exactly: every metrics row, the final weights and both optimizers' states.""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from apt.app import new_plugin_manager, run
-from apt.training.schema import register_configs
+from tests.helpers import compose_cfg, read_csv, train
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-BASE = ["model=tiny", "data=synthetic", "trainer=debug", "optim=muon", "optim.warmup_steps=2",
+BASE = ["optim=muon", "optim.warmup_steps=2",
         "optim.decay=wsd", "optim.cooldown_fraction=0.5", "plugin=[moe]", "schedule=default",
         "+schedule.enable_moe_at_step=3", "trainer.max_steps=6", "trainer.log_every=1", "trainer.eval_every=100",
         "trainer.checkpoint_every=1", "trainer.keep_last=20", "model.dropout=0.1"]
 
 
 def _train(tmp: Path, out: Path, *overrides: str) -> list[dict[str, str]]:
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[f"data.cache_dir={tmp / 'cache'}", *BASE, *overrides])
-    out.mkdir(parents=True, exist_ok=True)
-    run(cfg, out_dir=out, plugin_manager=new_plugin_manager())
-    with (out / "metrics.csv").open() as fh:
-        return list(csv.DictReader(fh))
+    train(compose_cfg(*BASE, *overrides, cache_dir=tmp / "cache"), out, strict=False)
+    return read_csv(out / "metrics.csv")
 
 
 def _final(out: Path) -> dict:

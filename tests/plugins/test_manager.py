@@ -1,8 +1,6 @@
 """PluginManager: loading, errors at load time, dependencies, lifecycle, state, config forms."""
 
 import logging
-import subprocess
-import sys
 
 import pytest
 
@@ -18,6 +16,7 @@ from apt.plugins import (
     PluginNameError,
     PluginNotFoundError,
 )
+from tests.helpers import assert_runs
 
 
 @pytest.fixture
@@ -426,4 +425,4 @@ def test_importing_plugins_and_loading_builtins_does_not_import_torch():
         "pm.teardown_all()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_runs(code)

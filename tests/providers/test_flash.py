@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,9 @@ from apt.modeling.builder import ModelBuilder
 from apt.providers.flash import FLASH_HEAD_DIMS, FlashAttentionProvider, FlashCausalSelfAttention
 from apt.providers.layers import flash as flash_layer_module
 from apt.testing import check_attention_provider
+from tests.helpers import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "provider" / "attention" / "flash.yaml"
+FLASH_YAML = CONF / "provider" / "attention" / "flash.yaml"
 
 
 def test_interpreted_kernel_passes_the_kit_and_matches_naive():
@@ -80,7 +80,7 @@ def test_unsupported_head_dim_and_bad_options_are_refused():
 
 
 def test_conf_entry_builds_the_provider():
-    cfg = yaml.safe_load(CONF.read_text())
+    cfg = yaml.safe_load(FLASH_YAML.read_text())
     assert cfg["_target_"] == "apt.providers.flash.FlashAttentionProvider"
     assert cfg["name"] == "flash"
     options = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "name"}

@@ -12,20 +12,10 @@ from apt.core.errors import ConfigProblems
 from apt.plugins import Plugin
 from apt.training.checkpoint import load_checkpoint
 from apt.training.nonfinite import NonFiniteLoss
+from tests.helpers import Boom
 
 COMMON = ("trainer.threads=1", "trainer.max_steps=8", "trainer.log_every=2", "trainer.eval_every=4",
           "trainer.checkpoint_every=1", "trainer.keep_last=20")
-
-
-class Boom(Plugin):
-    """A NaN term in the loss at the configured steps."""
-
-    def get_name(self):
-        return "boom"
-
-    def on_batch_end(self, step=None, trainer=None, outputs=None, **kw):
-        if step in self.config.get("steps", []):
-            trainer.add_loss("boom", outputs[1] * math.nan)
 
 
 class Blowup(Plugin):
@@ -63,7 +53,7 @@ def test_the_default_stops_at_the_first_non_finite_loss(cfg_factory, tmp_path):
 
 
 def test_main_prints_one_error_line_and_exits_non_zero(cfg_factory, capsys):
-    cfg = cfg_factory(*COMMON, "+plugin.boom={steps: [1]}", "+plugin.boom._target_=" + f"{__name__}.Boom")
+    cfg = cfg_factory(*COMMON, "+plugin.boom={steps: [1]}", "+plugin.boom._target_=tests.helpers.Boom")
     with pytest.raises(SystemExit) as info:
         main(cfg)
     assert info.value.code != 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +11,9 @@ import yaml
 from apt.plugins.builtin.align import AlignOptions, AlignPlugin, alignment_loss
 from apt.plugins.builtin.moe import MoEPlugin
 from apt.schedule import Schedule
+from tests.helpers import CONF
 
 from ._helpers import RecordingTrainer, batch, tiny_model
-
-CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def test_conf_file_lists_every_option_with_its_default():

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +16,9 @@ from apt.core.registry import Registry
 from apt.moe import MoELayer, TopKRouter
 from apt.plugins.builtin.moe import MoEOptions, MoEPlugin
 from apt.schedule import Schedule
+from tests.helpers import CONF
 
 from ._helpers import RecordingTrainer, batch, tiny_model
-
-CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def _adamw(model):

@@ -1,27 +1,21 @@
 """moe + align + schedule through the real app: enablement per epoch and per step, what is
 optimised and logged from the very step a plugin starts, annealing, exact resume.
 
-Composes the real conf/ tree (tiny model, synthetic data) like tests/training does, and
+Composes the real conf/ tree (tiny model, synthetic data) with tests.helpers.compose_cfg, and
 compares metrics.csv of resumed runs with an uninterrupted one row by row.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from apt.app import new_plugin_manager, run
+from apt.app import new_plugin_manager
 from apt.plugins import Plugin
-from apt.training.schema import register_configs
+from tests.helpers import compose_cfg, read_csv, train
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
 BASE = [
-    "model=tiny",
-    "data=synthetic",
-    "trainer=debug",
     "optim.warmup_steps=2",
     "trainer.max_epochs=4",
     "trainer.max_steps=null",
@@ -36,18 +30,12 @@ MOE_ALIGN = ["plugin=[moe,align]", "schedule=moe_align"]
 
 
 def _cfg(tmp_path, *overrides):
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(
-            "config", overrides=[f"data.cache_dir={tmp_path / 'cache'}", *BASE, *overrides]
-        )
+    return compose_cfg(*BASE, *overrides, cache_dir=tmp_path / "cache")
 
 
-def _train(cfg, out: Path, *, strict: bool = True, pm=None) -> list[dict[str, str]]:
-    out.mkdir(parents=True, exist_ok=True)
-    run(cfg, out_dir=out, plugin_manager=pm or new_plugin_manager(strict=strict))
-    with (out / "metrics.csv").open() as fh:
-        return list(csv.DictReader(fh))
+def _train(cfg, out: Path, *, pm=None) -> list[dict[str, str]]:
+    train(cfg, out, plugin_manager=pm)
+    return read_csv(out / "metrics.csv")
 
 
 class LossProbe(Plugin):

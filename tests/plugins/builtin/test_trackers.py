@@ -6,37 +6,29 @@ W&B: offline mode, no network; the run's files and its ``.wandb`` log are read b
 
 from __future__ import annotations
 
-import csv
 import json
 import struct
 import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from apt.app import new_plugin_manager, run
+from apt.app import new_plugin_manager
 from apt.checks.plugins import load_plugins
-from apt.training.schema import register_configs
+from tests.helpers import compose_cfg, read_csv, train
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
-BASE = ["model=tiny", "data=synthetic", "trainer=debug", "optim.warmup_steps=1", "trainer.max_steps=6",
+BASE = ["optim.warmup_steps=1", "trainer.max_steps=6",
         "trainer.log_every=2", "trainer.eval_every=4", "trainer.eval_batches=1", "data.num_tokens=4000",
         "trainer.plot=true"]
 
 
 def _train(tmp_path: Path, *overrides: str, strict: bool = True) -> tuple[float, Path]:
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[f"data.cache_dir={tmp_path / 'cache'}", *BASE, *overrides])
     out = tmp_path / "run"
-    out.mkdir(exist_ok=True)
-    return run(cfg, out_dir=out, plugin_manager=new_plugin_manager(strict=strict)), out
+    return train(compose_cfg(*BASE, *overrides, cache_dir=tmp_path / "cache"), out, strict=strict), out
 
 
 def _metrics(out: Path) -> list[dict[str, str]]:
-    with (out / "metrics.csv").open() as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(out / "metrics.csv")
 
 
 @pytest.mark.parametrize("store", ["sqlite", "file"])

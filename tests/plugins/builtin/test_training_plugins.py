@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from apt.app import new_plugin_manager, run
-from apt.plugins import Plugin
+from apt.app import new_plugin_manager
 from apt.plugins.builtin.nan_guard import NaNGuardPlugin
 from apt.training.checkpoint import load_checkpoint
-from apt.training.schema import register_configs
+from tests.helpers import Boom, compose_cfg, read_csv, train
 
 from ._helpers import RecordingTrainer, tiny_model
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
 BASE = [
-    "model=tiny",
-    "data=synthetic",
-    "trainer=debug",
     "optim.warmup_steps=2",
     "trainer.max_epochs=3",
     "trainer.max_steps=null",
@@ -32,34 +24,12 @@ BASE = [
 ]
 
 
-class Boom(Plugin):
-    """Adds a NaN to the loss at the configured steps."""
-
-    def get_name(self):
-        return "boom"
-
-    def on_batch_end(self, step=None, trainer=None, outputs=None, **kw):
-        if step in self.config.get("steps", []):
-            trainer.add_loss("boom", outputs[1] * math.nan)
-
-
 def _train(tmp_path, name, *overrides):
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "config", overrides=[f"data.cache_dir={tmp_path / 'cache'}", *BASE, *overrides]
-        )
     pm = new_plugin_manager(strict=True)
     pm.register_plugin("boom", Boom)
     out = tmp_path / name
-    out.mkdir()
-    val = run(cfg, out_dir=out, plugin_manager=pm)
+    val = train(compose_cfg(*BASE, *overrides, cache_dir=tmp_path / "cache"), out, plugin_manager=pm)
     return val, out, pm
-
-
-def _csv(path):
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_research_plugins_in_one_run(tmp_path):
@@ -71,11 +41,11 @@ def test_research_plugins_in_one_run(tmp_path):
         "plugin.throughput.every_n_steps=2",
     )
     assert math.isfinite(val)  # the NaN step was skipped, the weights stayed finite
-    rows = _csv(out / "metrics.csv")
+    rows = read_csv(out / "metrics.csv")
     assert [r["nan_guard/skipped"] for r in rows if r["nan_guard/skipped"]] == ["1"]
     assert all(float(r["lr"]) > 0 for r in rows)
     assert all(float(r["throughput/tokens_per_s"]) > 0 for r in rows)
-    epochs = _csv(out / "epochs.csv")
+    epochs = read_csv(out / "epochs.csv")
     assert [e["epoch"] for e in epochs] == ["1", "2", "3"] and all(e["val_loss"] for e in epochs)
     best = load_checkpoint(out / "checkpoints" / "best.pt")
     assert best["progress"]["step"] == min(
@@ -106,7 +76,7 @@ def test_nan_guard_stops_with_a_checkpoint_after_max_skips(tmp_path, caplog):
         "plugin.nan_guard.max_skips=2",
         "+plugin.boom={steps: [2, 3, 4, 5]}",
     )
-    rows = _csv(out / "metrics.csv")
+    rows = read_csv(out / "metrics.csv")
     assert int(rows[-1]["step"]) == 3
     guard = pm.get_plugin("nan_guard")
     assert guard.skipped_steps == [2, 3]
@@ -142,6 +112,6 @@ def test_csv_rows_survive_resume(tmp_path):
     )
     ckpt = out / "checkpoints" / "step-00000006.pt"
     _, out2, _ = _train(tmp_path, "resumed", "plugin=[csv]", f"ckpt_path={ckpt}")
-    full, resumed = _csv(out / "epochs.csv"), _csv(out2 / "epochs.csv")
+    full, resumed = read_csv(out / "epochs.csv"), read_csv(out2 / "epochs.csv")
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
     assert [r["val_loss"] for r in resumed] == [r["val_loss"] for r in full]
