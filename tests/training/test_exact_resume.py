@@ -22,8 +22,8 @@ from hydra import compose, initialize_config_dir
 from apt.app import new_plugin_manager, run
 from apt.plugins import Plugin
 from apt.training.schema import register_configs
+from tests.helpers import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = ["model=tiny", "data=synthetic", "trainer=debug", "optim.warmup_steps=2"]
 
 # moe from epoch 2 (step 5), align from epoch 3 (step 9), a temperature annealed by epoch and
