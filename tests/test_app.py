@@ -232,6 +232,22 @@ def test_a_plugin_disabled_by_failures_fails_the_run_after_its_summary(tmp_path)
     assert not list((out / "checkpoints").glob("*.pt"))
 
 
+def test_a_plugin_that_fails_at_an_epochs_last_step_ends_the_run_without_that_epochs_end(tmp_path):
+    """The failing step is the epoch's last (and the run's last): the loop ends before the
+    epoch's end, so nothing is evaluated, recorded or fired with a plugin missing."""
+    import json
+
+    from apt.app import RunFailed
+
+    out = tmp_path / "run"
+    with pytest.raises(RunFailed, match="at step 4"):
+        run(compose_cfg("+plugin.flaky={_target_: tests.helpers.Flaky}", "trainer.max_steps=4",
+                        "trainer.steps_per_epoch=4", f"data.cache_dir={tmp_path / 'cache'}"), out_dir=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 4 and summary["val_loss"] is None and summary["final_eval_time_s"] == 0
+    assert summary["eval_time_s"] == 0
+
+
 def test_on_plugin_error_warn_trains_on_and_the_summary_names_the_plugin(tmp_path, caplog):
     import json
     import logging

@@ -294,8 +294,12 @@ class Trainer:
             # An epoch whose last step is done ends before anything else, also when the run
             # stops there and when it resumes there (its checkpoint is written by the step,
             # before the epoch's end): its evaluation, row and on_epoch_end values are never lost.
+            # A run that failed in that step ends first: its epoch end would evaluate and record
+            # a model that is not the one asked for (the ranks agree: the evaluation is collective).
             if p.epoch_open and p.steps_in_epoch >= self.steps_per_epoch:
-                self._end_epoch()
+                self._agree_failed()
+                if self.failed is None:
+                    self._end_epoch()
             if self._done():
                 break
             if not p.epoch_open:
@@ -515,7 +519,7 @@ class Trainer:
                 log.warning("%s; training goes on without it (trainer.on_plugin_error=warn)", hook)
 
     def _agree_failed(self) -> None:
-        """:meth:`_check_plugins`, then all ranks fail if one does (the checkpoint is collective)."""
+        """:meth:`_check_plugins`, then all ranks fail if one does (a checkpoint and an epoch's end are collective)."""
         self._check_plugins()
         if self.dist.any_true(self.failed is not None, self.device) and self.failed is None:
             self.fail("a plugin failed on another rank")
