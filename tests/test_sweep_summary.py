@@ -160,6 +160,24 @@ def test_val_loss_plot_marks_the_whole_split_final_apart_from_the_periodic_curve
     assert any(label.startswith("final evaluation (by default the whole split") for label in lines)
 
 
+def test_val_loss_plot_zooms_to_include_the_final_evaluation(tmp_path, monkeypatch):
+    """A final evaluation far below the periodic band stays inside the axes' y range."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed (pip install 'apt[plot]')")
+    import matplotlib.pyplot as plt
+
+    for i in range(2):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.csv").write_text(TRAINER_METRICS.replace("6,1.3,1.2,1999", "6,1.3,0.6,1999"))
+        (d / "summary.json").write_text(json.dumps({**TRAINER_SUMMARY, "val_loss": 0.6}))
+        JobRecord(job=i, overrides=[f"seed={i}"], status="completed", return_value=0.6).save(d)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    write_summary(tmp_path)
+    low, high = figures[0].axes[0].get_ylim()
+    assert low < 0.6 < high
+
+
 def test_record_prefers_return_value_and_tracks_best(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,val_loss\n1,3.0\n2,1.0\n3,2.0\n")
     rec = JobRecord(job=0, overrides=["a=1"], status="completed", return_value=1.9)

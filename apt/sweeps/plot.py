@@ -61,8 +61,9 @@ def plot_sweep(records: Sequence[JobRecord], groups: Sequence[ConfigStats], path
         color = colors[i % len(colors)]
         if curves:
             drawn = _draw_curves(ax, g, js, color)
-            finals |= _draw_final_evals(ax, js, color, shown + drawn)
-            shown += drawn
+            stars = _draw_final_evals(ax, js, color)
+            finals |= bool(stars)
+            shown += drawn + stars
         _draw_final(ax_final, g, len(groups) - 1 - i, color)
     if curves:
         if finals:  # one legend entry for the stars of every configuration
@@ -116,16 +117,16 @@ def _draw_curves(ax: Any, g: ConfigStats, jobs: Sequence[JobRecord], color: str)
     return [*zip(steps, lo, strict=True), *zip(steps, hi, strict=True), *zip(t_steps, t_mean, strict=True)]
 
 
-def _draw_final_evals(ax: Any, jobs: Sequence[JobRecord], color: str, shown: list[tuple[int, float]]) -> bool:
-    """Stars at the mean of the completed jobs' final evaluations; adds them to ``shown``."""
+def _draw_final_evals(ax: Any, jobs: Sequence[JobRecord], color: str) -> list[tuple[int, float]]:
+    """Stars at the mean of the completed jobs' final evaluations; returns the points drawn
+    (their error bars' ends), for the zoom."""
     steps, mean, lo, hi = _mean_band([r.final_evals for r in jobs if r.status == "completed" and r.final_evals])
     if not steps:
-        return False
+        return []
     ax.errorbar(steps, mean, yerr=[[m - low for m, low in zip(mean, lo, strict=True)],
                                    [high - m for m, high in zip(mean, hi, strict=True)]],
                 fmt=FINAL_MARKER, color=color, markersize=11, capsize=3, linewidth=1, zorder=3)
-    shown += [*zip(steps, lo, strict=True), *zip(steps, hi, strict=True)]
-    return True
+    return [*zip(steps, lo, strict=True), *zip(steps, hi, strict=True)]
 
 
 def _draw_final(ax: Any, g: ConfigStats, y: float, color: str) -> None:
