@@ -130,19 +130,17 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600 files whatever the umask
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
-            yield fh
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
+        with naming_no_space(path):
+            os.fchmod(fd, new_file_mode())  # mkstemp makes 0600 files whatever the umask
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
+                yield fh
+                fh.flush()
+                if fsync:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        cause = no_space_cause(exc) if isinstance(exc, Exception) else None
-        if cause is None or isinstance(exc, NoSpaceError):
-            raise
-        raise no_space_error(path, cause) from None
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
